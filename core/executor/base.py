@@ -1,0 +1,109 @@
+"""The executor protocol: how the engine starts, watches and stops one attempt of a job.
+
+An executor runs one *attempt* of a job at a time (``job.attempts`` is the number of the
+attempt being started or running). The engine owns every decision (when to start, when a
+job has timed out, what a lost job means); an executor only provides the primitives:
+launch, poll, stop, and what crash recovery needs to find running attempts again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Protocol
+
+from loradeck.core.models import Job
+
+#: The default of ``extra_env``: an empty mapping that nobody can change.
+NO_ENV: Mapping[str, str] = MappingProxyType({})
+
+
+class AttemptStatus(StrEnum):
+    """What an executor knows about the current attempt of a job."""
+
+    RUNNING = "RUNNING"
+    """Its process (or the window about to start it) is alive."""
+    EXITED = "EXITED"
+    """It ended and its exit status was recorded."""
+    LOST = "LOST"
+    """It is gone without a recorded exit status (tmux server killed, window closed)."""
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """The answer of :meth:`Executor.poll`."""
+
+    status: AttemptStatus
+    exit_code: int | None = None
+    """The command's exit status as bash reports it (128+N when killed by signal N)."""
+    signal: int | None = None
+    """N when the command was killed by signal N (its exit status was 128+N)."""
+    ended_at: float | None = None
+    """When the attempt ended (epoch seconds)."""
+    launch_error: str | None = None
+    """Set when the command never started: the environment could not be activated or the
+    workdir entered. The same text is in the job's log."""
+    stopped: bool = False
+    """True when loradeck's kill sequence had to kill the attempt's own runner, so the
+    status was written by :meth:`Executor.stop` rather than by the attempt itself."""
+
+
+@dataclass(frozen=True)
+class AdoptedAttempt:
+    """One attempt an executor still holds, found again after a restart."""
+
+    ref: str
+    """The executor's handle (a tmux window id like ``@12``)."""
+    job_id: int
+    attempt: int
+    alive: bool
+    """Whether its process is still running (a tmux pane that is not dead)."""
+    name: str = ""
+    """The window name, for messages."""
+
+
+class Executor(Protocol):
+    """What the engine needs from a way of running jobs (tmux windows, Slurm)."""
+
+    name: str
+
+    def launch(
+        self, job: Job, gpu_ids: tuple[int, ...], *, extra_env: Mapping[str, str] = NO_ENV
+    ) -> str:
+        """Start attempt ``job.attempts`` of ``job`` on ``gpu_ids``; return its executor_ref.
+
+        Raises :class:`~loradeck.core.errors.ExecutorError` when it cannot start.
+        """
+        ...
+
+    def poll(self, job: Job) -> AttemptResult:
+        """EXITED when this attempt's exit status is recorded, RUNNING while it is alive,
+        LOST otherwise."""
+        ...
+
+    def stop(self, job: Job, *, grace: float) -> None:
+        """SIGINT, then SIGTERM, then SIGKILL, ``grace`` seconds apart, to the whole
+        process tree of the attempt; returns when every process is gone.
+
+        Blocking: call it from a worker thread. Raises
+        :class:`~loradeck.core.errors.ExecutorError` naming the processes that survived.
+        """
+        ...
+
+    def pids(self, job: Job) -> list[int]:
+        """The live processes of the current attempt (for mapping GPU memory to jobs)."""
+        ...
+
+    def close_window(self, job: Job) -> None:
+        """Close what shows the attempt to a user (its tmux window); no-op if gone."""
+        ...
+
+    def attach_command(self, job: Job) -> list[str]:
+        """argv that attaches a terminal to the attempt (from outside tmux)."""
+        ...
+
+    def adopt(self) -> dict[str, AdoptedAttempt]:
+        """Every attempt this executor still holds, by executor_ref, for crash recovery."""
+        ...
