@@ -341,6 +341,21 @@ class Progress(BaseModel):
         return None
 
 
+class EvalSummary(BaseModel):
+    """What the store keeps of a job's checkpoint evaluation (the full results are in
+    ``<job folder>/evaluation/results.json``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    results_file: Path
+    evaluated_at: float
+    checkpoints: int = 0
+    best_key: str | None = None
+    best_checkpoint: Path | None = None
+    best_score: float | None = None
+    error: str | None = None
+
+
 class Job(BaseModel):
     """A stored job: an immutable snapshot. Use :meth:`evolve` and :meth:`transition`."""
 
@@ -374,6 +389,15 @@ class Job(BaseModel):
     executor_ref: str | None = None
     """The executor's handle of the current attempt (tmux window id, Slurm job id)."""
     progress: Progress | None = None
+    evaluation: EvalSummary | None = None
+    """The best checkpoint and its score, once the job's evaluation ran."""
+    cancel_requested_at: float | None = None
+    """Set by ``loradeck cancel`` on a running job; the engine stops it and ends it CANCELLED."""
+
+    @property
+    def job_dir(self) -> Path:
+        """The job's own folder in the home (run script, log, exit status, config copy)."""
+        return self.log_file.parent
 
     # ----- convenience
     @property
