@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TYPECHECK_DIR := build/typecheck
 
-.PHONY: demo test lint typecheck unit bench venv clean
+.PHONY: demo test lint typecheck tree unit bench venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,18 +16,20 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-lint: venv
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/lint-imports
-	$(MAKE) --no-print-directory typecheck
-
-# mypy cannot follow setuptools' editable finder for the core/ -> loradeck.core mapping,
-# so it checks a tree of symlinks laid out the way the wheel installs.
-typecheck: venv
+# mypy and import-linter cannot follow setuptools' editable finder for the core/ ->
+# loradeck.core mapping, so both read a tree of symlinks laid out as the wheel installs.
+tree: venv
 	@rm -rf $(TYPECHECK_DIR) && mkdir -p $(TYPECHECK_DIR)/loradeck
 	@cp -rs $(CURDIR)/core $(TYPECHECK_DIR)/loradeck/core
 	@cp -rs $(CURDIR)/tui $(TYPECHECK_DIR)/loradeck/tui
+
+lint: tree
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	PYTHONPATH=$(TYPECHECK_DIR) $(VENV)/bin/lint-imports
+	cd $(TYPECHECK_DIR) && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p loradeck.core -p loradeck.tui
+
+typecheck: tree
 	cd $(TYPECHECK_DIR) && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml -p loradeck.core -p loradeck.tui
 
 unit: venv
@@ -36,7 +38,7 @@ unit: venv
 test: lint unit
 
 demo: venv
-	$(VENV)/bin/loradeck demo
+	$(VENV)/bin/loradeck --home build/demo-home demo
 
 bench: venv
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,0 +1,43 @@
+"""The scheduler's view of the machine's GPUs, and the submit-time fit check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from loradeck.core.gpu import InventorySnapshot, foreign_usage_gb
+from loradeck.core.models import JobSpec
+from loradeck.core.scheduler import ClusterView, GpuView, never_fits
+from loradeck.core.settings import Settings
+
+
+def cluster_from_snapshot(
+    snapshot: InventorySnapshot, settings: Settings, *, loradeck_pids: set[int] | None = None
+) -> ClusterView:
+    """The scheduler's view of a GPU snapshot. With ``loradeck_pids`` given, memory held
+    by other processes counts as taken (foreign VRAM); without, none is assumed."""
+    return ClusterView(
+        gpus=tuple(
+            GpuView(
+                index=g.index,
+                total_gb=g.memory_total_gb,
+                foreign_gb=(
+                    foreign_usage_gb(g, loradeck_pids)
+                    if loradeck_pids is not None and not g.simulated
+                    else 0.0
+                ),
+                name=g.name,
+            )
+            for g in snapshot.gpus
+        ),
+        distance=dict(snapshot.distance),
+        max_vram_per_gpu=settings.resources.max_vram_per_gpu,
+    )
+
+
+def fit_check_for(cluster: ClusterView) -> Callable[[JobSpec], str | None]:
+    """Submit-time check: why a job can never run on ``cluster``, or None."""
+
+    def check(spec: JobSpec) -> str | None:
+        return never_fits(spec, cluster)
+
+    return check

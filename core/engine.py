@@ -1,0 +1,643 @@
+"""The engine: the one process per home that starts, watches and ends jobs.
+
+It holds the engine lease, watches the store (so submits, cancels and priority changes
+from any shell are seen at once) and the job folders (so an exit is seen at once), and
+runs one loop thread that does every state change itself:
+
+* a running job whose exit status appeared is concluded (completed, failed, retried);
+* a running job whose window vanished without a status is "lost", its processes are
+  killed, and it is retried by its policy;
+* cancel requests and timeouts start the kill sequence in a worker thread;
+* then the scheduler decides what starts where, and the executor launches it.
+
+A job is marked RUNNING (attempt N) durably before its window is opened, and only
+PENDING jobs are ever launched, so a crash at any point never runs a job twice: the next
+engine finds attempt N's window (adopts it), its exit status (concludes it), or neither
+(lost: killed and retried).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from loradeck.core import events as ev
+from loradeck.core.clusterview import cluster_from_snapshot
+from loradeck.core.configcopy import read_config_value, update_config_copy
+from loradeck.core.errors import LoradeckError
+from loradeck.core.evaluation.leaderboard import EVALUATION_TAG
+from loradeck.core.evaluation.results import read_summary
+from loradeck.core.executor import AttemptStatus, Executor
+from loradeck.core.gpu import GpuInventory, InventorySnapshot
+from loradeck.core.home import Home
+from loradeck.core.hooks import HookRunner
+from loradeck.core.lease import EngineLease
+from loradeck.core.models import FailureClass, Job, JobState
+from loradeck.core.outcomes import AttemptEnd, Conclusion, conclude
+from loradeck.core.scheduler import (
+    ClusterView,
+    Decision,
+    FairShareUsage,
+    RuntimeHistory,
+    SchedulerInput,
+    schedule,
+)
+from loradeck.core.settings import Settings
+from loradeck.core.store import Store
+
+log = logging.getLogger(__name__)
+
+#: How many changed pending reasons are written per pass (the rest follow next passes).
+REASON_WRITES_PER_PASS = 500
+OOM_MARKERS = (b"CUDA out of memory", b"OutOfMemoryError", b"CUBLAS_STATUS_ALLOC_FAILED")
+
+
+@dataclass
+class _Stop:
+    why: str  # "cancel", "timeout", "lost", "diverged", "stalled", "shutdown"
+    done: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    """Runs the queue of one home. ``start()`` takes the lease; ``stop()`` gives it back."""
+
+    def __init__(
+        self,
+        home: Home,
+        settings: Settings,
+        *,
+        executor: Executor,
+        inventory: GpuInventory,
+        bus: ev.EventBus | None = None,
+        clock: Callable[[], float] = time.time,
+        liveness_interval: float = 2.0,
+    ) -> None:
+        self.home = home
+        self.settings = settings
+        self.executor = executor
+        self.inventory = inventory
+        self.bus = bus or ev.EventBus()
+        self.clock = clock
+        self.liveness_interval = liveness_interval
+        self.lease = EngineLease(home.engine_lock)
+        self.store: Store | None = None
+        self.reasons: dict[int, str] = {}
+        self.last_snapshot: InventorySnapshot | None = None
+        self._usage = FairShareUsage.empty(settings.scheduler.fair_share_half_life_hours * 3600)
+        self._history = RuntimeHistory.empty()
+        self._seen: set[int] = set()
+        self._stops: dict[int, _Stop] = {}
+        self._stops_lock = threading.Lock()
+        self._close_at: dict[int, tuple[float, Job]] = {}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._unsubscribe: list[Callable[[], None]] = []
+        self.passes = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Take the lease (or raise EngineLockedError), adopt running jobs, start the loop."""
+        self.lease.acquire()
+        try:
+            self.store = Store(self.home.root)
+            self._unsubscribe.append(self.bus.subscribe(ev.EventLog(self.home.events_file)))
+            hooks = HookRunner(self.settings.hooks, on_error=self._hook_failed)
+            self._unsubscribe.append(self.bus.subscribe(hooks))
+            self._bootstrap()
+        except BaseException:
+            self.lease.release()
+            raise
+        for target, name in ((self._loop, "engine-loop"), (self._watch, "engine-watch")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, *, cancel_running: bool = False, timeout: float = 30.0) -> None:
+        """Stop scheduling. Running jobs keep running unless ``cancel_running``."""
+        self._stopping.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+        if cancel_running and self.store is not None:
+            self._cancel_all_running()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe.clear()
+        if self.store is not None:
+            self.store.close()
+        self.lease.release()
+
+    def wake(self) -> None:
+        """Ask for a pass now (after a change the watcher cannot see)."""
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    # ------------------------------------------------------------------ bootstrap
+
+    def _bootstrap(self) -> None:
+        store = self._require_store()
+        half_life = self.settings.scheduler.fair_share_half_life_hours * 3600
+        for job in store.jobs():
+            self._seen.add(job.id)
+            if job.state.is_terminal and job.started_at and job.ended_at:
+                runtime = job.ended_at - job.started_at
+                self._usage = self._usage.charge(
+                    job.user, job.spec.project, runtime * max(job.gpus, 0), job.ended_at, half_life
+                )
+                if job.state == JobState.COMPLETED:
+                    self._history = self._history.record_job(job.spec, runtime)
+        for job in store.jobs(active_only=True):
+            if job.state == JobState.RUNNING:
+                status = self.executor.poll(job)
+                if status.status == AttemptStatus.RUNNING:
+                    self._publish(ev.JobAdopted(job_id=job.id, name=job.name))
+                    self.after_start(job)
+
+    # ------------------------------------------------------------------ threads
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.tick()
+            except Exception as err:  # one bad pass must not kill the engine
+                log.exception("engine pass failed")
+                self._publish(
+                    ev.EngineMessage(message=f"engine pass failed: {err}", severity="error")
+                )
+            self._wake.wait(self._sleep_for())
+            self._wake.clear()
+
+    def _watch(self) -> None:
+        import watchfiles
+
+        store = self._require_store()
+        paths = [*store.watch_paths, self.home.jobs_dir]
+        self.home.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+        def relevant(change: watchfiles.Change, path: str) -> bool:
+            return not path.endswith((".log", ".jsonl", ".png", ".jpg", ".safetensors"))
+
+        try:
+            for _changes in watchfiles.watch(
+                *paths,
+                watch_filter=relevant,
+                stop_event=self._stopping,
+                debounce=200,
+                step=10,
+                rust_timeout=1000,
+                yield_on_timeout=False,
+                raise_interrupt=False,
+            ):
+                self._wake.set()
+        except Exception:  # inotify unavailable: the periodic pass still runs
+            log.exception("file watching failed; falling back to periodic passes")
+
+    def _sleep_for(self) -> float:
+        now = self.clock()
+        interval = self.settings.scheduler.check_interval
+        deadlines: list[float] = []
+        store = self.store
+        if store is not None:
+            for job in store.jobs(active_only=True):
+                if job.state == JobState.RUNNING:
+                    interval = min(interval, self.liveness_interval)
+                    if job.spec.timeout and job.started_at:
+                        deadlines.append(job.started_at + job.spec.timeout)
+                elif job.state == JobState.PENDING and job.not_before:
+                    deadlines.append(job.not_before)
+        deadlines.extend(at for at, _ in self._close_at.values())
+        soonest = min((d - now for d in deadlines), default=interval)
+        return max(0.01, min(interval, soonest))
+
+    # ------------------------------------------------------------------ the pass
+
+    def tick(self) -> None:
+        """One pass: conclude what ended, act on requests, schedule. Engine thread only."""
+        store = self._require_store()
+        self.passes += 1
+        now = self.clock()
+        store.refresh()
+        jobs = store.jobs(active_only=True)
+        self._note_new(jobs)
+        self._conclude_stops(now)
+        for job in jobs:
+            if job.state == JobState.RUNNING:
+                self._check_running(job, now)
+        self._close_expired_windows(now)
+        if not self._stopping.is_set():
+            self._schedule(store.jobs(active_only=True), now)
+
+    def _note_new(self, jobs: Iterable[Job]) -> None:
+        fresh = [job for job in jobs if job.id not in self._seen]
+        for job in fresh:
+            self._seen.add(job.id)
+            self._publish(ev.JobSubmitted(job_id=job.id, name=job.name))
+        if fresh:
+            self._publish(ev.QueueChanged())
+
+    def _check_running(self, job: Job, now: float) -> None:
+        with self._stops_lock:
+            if job.id in self._stops:
+                return
+        result = self.executor.poll(job)
+        if result.status == AttemptStatus.EXITED:
+            end = AttemptEnd(
+                exit_code=result.exit_code,
+                signal=result.signal,
+                cancelled=job.cancel_requested_at is not None,
+                oom=result.exit_code != 0 and self._log_shows_oom(job),
+                launch_error=result.launch_error,
+            )
+            self._finish(job, end, now)
+        elif result.status == AttemptStatus.LOST:
+            self._begin_stop(job, "cancel" if job.cancel_requested_at else "lost")
+        elif job.cancel_requested_at is not None:
+            self._begin_stop(job, "cancel")
+        elif job.spec.timeout and job.started_at and now - job.started_at >= job.spec.timeout:
+            self._begin_stop(job, "timeout")
+        else:
+            self.check_health(job, now)
+
+    def check_health(self, job: Job, now: float) -> None:
+        """Hook for the monitor's guards (divergence, stalls); nothing by default."""
+
+    # ------------------------------------------------------------------ stopping
+
+    def _begin_stop(self, job: Job, why: str, **detail: Any) -> None:
+        with self._stops_lock:
+            if job.id in self._stops:
+                return
+            entry = _Stop(why, detail=dict(detail))
+            self._stops[job.id] = entry
+        grace = self.settings.executor.kill_grace or 10.0
+
+        def work() -> None:
+            try:
+                self.executor.stop(job, grace=grace)
+            except Exception:
+                log.exception("stopping job %s failed", job.id)
+            finally:
+                with self._stops_lock:
+                    entry.done = True
+                self._wake.set()
+
+        threading.Thread(target=work, name=f"stop-{job.id}", daemon=True).start()
+
+    def _conclude_stops(self, now: float) -> None:
+        store = self._require_store()
+        with self._stops_lock:
+            finished = [(jid, s) for jid, s in self._stops.items() if s.done]
+            for jid, _ in finished:
+                del self._stops[jid]
+        for job_id, entry in finished:
+            job = store.get(job_id)
+            if job.state != JobState.RUNNING:
+                continue
+            end = AttemptEnd(
+                cancelled=entry.why == "cancel",
+                timed_out=entry.why == "timeout",
+                lost=entry.why == "lost",
+                diverged_step=entry.detail.get("step") if entry.why == "diverged" else None,
+                stalled=entry.why == "stalled",
+            )
+            self._finish(job, end, now)
+
+    def _cancel_all_running(self) -> None:
+        store = self._require_store()
+        grace = self.settings.executor.kill_grace or 10.0
+        now = self.clock()
+        for job in store.jobs(active_only=True):
+            if job.state == JobState.RUNNING:
+                self.executor.stop(job, grace=grace)
+                self._finish(job, AttemptEnd(cancelled=True), now)
+
+    # ------------------------------------------------------------------ conclusions
+
+    def _finish(self, job: Job, end: AttemptEnd, now: float) -> None:
+        store = self._require_store()
+        biggest = max((g.memory_total_gb for g in self._gpus()), default=None)
+        outcome: list[Conclusion] = []
+
+        def apply(current: Job) -> Job:
+            if current.state != JobState.RUNNING or current.attempts != job.attempts:
+                return current
+            result = conclude(
+                current,
+                end,
+                now,
+                on_nan=self.settings.monitoring.on_nan,
+                nan_lr_scale=self.settings.monitoring.nan_lr_scale,
+                gpu_total_gb=biggest,
+            )
+            outcome.append(result)
+            return result.job
+
+        stored = store.update(job.id, apply)
+        if not outcome:
+            return
+        result = outcome[0]
+        self.on_attempt_end(stored)
+        if EVALUATION_TAG in stored.spec.tags and stored.state.is_terminal:
+            self._record_evaluation(stored)
+        if result.config_edits and stored.config_copy is not None:
+            self._edit_config(stored, result.config_edits)
+        self._account(job, stored, now)
+        self._announce(stored, result)
+        if stored.state == JobState.COMPLETED and self.settings.executor.close_on_success:
+            self._close_window(stored)
+        elif stored.executor_ref:
+            delay = self.settings.executor.close_window_after or 3600.0
+            self._close_at[stored.id] = (now + delay, stored)
+
+    def _record_evaluation(self, evaluation_job: Job) -> None:
+        """Put the evaluation's summary on the training job it scored."""
+        store = self._require_store()
+        for dep in evaluation_job.deps:
+            try:
+                trained = store.get(dep.job_id)
+            except LoradeckError:
+                continue
+            summary = read_summary(trained.job_dir)
+            if summary is not None:
+                store.update(trained.id, lambda current, s=summary: current.evolve(evaluation=s))
+                self._publish(ev.QueueChanged())
+
+    def on_attempt_end(self, job: Job) -> None:
+        """Hook for the monitor: stop following the attempt's log."""
+
+    def after_start(self, job: Job) -> None:
+        """Hook for the monitor: follow the new attempt's log."""
+
+    def _announce(self, job: Job, result: Conclusion) -> None:
+        if result.retrying:
+            self._publish(
+                ev.JobRetrying(
+                    job_id=job.id,
+                    name=job.name,
+                    attempt=job.attempts + 1,
+                    delay_s=result.delay_s,
+                    reason=job.reason,
+                )
+            )
+        elif job.state == JobState.COMPLETED:
+            runtime = (job.ended_at or 0) - (job.started_at or 0)
+            self._publish(ev.JobCompleted(job_id=job.id, name=job.name, runtime_s=runtime))
+        elif job.state == JobState.CANCELLED:
+            self._publish(ev.JobCancelled(job_id=job.id, name=job.name, reason=job.reason))
+        else:
+            self._publish(
+                ev.JobFailed(
+                    job_id=job.id,
+                    name=job.name,
+                    reason=job.reason,
+                    failure_class=job.failure_class.value if job.failure_class else "",
+                    exit_code=job.exit_code,
+                    state=job.state.value,
+                )
+            )
+        self._publish(ev.QueueChanged())
+
+    def _account(self, before: Job, after: Job, now: float) -> None:
+        if before.started_at is None:
+            return
+        runtime = max(0.0, now - before.started_at)
+        half_life = self.settings.scheduler.fair_share_half_life_hours * 3600
+        self._usage = self._usage.charge(
+            before.user, before.spec.project, runtime * max(before.gpus, 0), now, half_life
+        )
+        if after.state == JobState.COMPLETED:
+            self._history = self._history.record_job(after.spec, runtime)
+
+    def _edit_config(self, job: Job, edits: Mapping[str, float]) -> None:
+        assert job.config_copy is not None
+        preset = self.settings.trainer(job.spec.trainer) if job.spec.trainer else None
+        keys = {
+            "batch_size": preset.batch_size_key if preset else "train_batch_size",
+            "grad_accum": preset.grad_accum_key if preset else "gradient_accumulation_steps",
+            "lr": preset.lr_key if preset else "learning_rate",
+        }
+        values: dict[str, Any] = {}
+        try:
+            for what, factor in edits.items():
+                key = keys[what]
+                current = read_config_value(job.config_copy, key)
+                if current is None and what == "grad_accum":
+                    current = 1
+                if not isinstance(current, int | float) or isinstance(current, bool):
+                    continue
+                if isinstance(current, int):
+                    values[key] = max(1, round(current * factor))
+                else:
+                    values[key] = current * factor
+            if values:
+                update_config_copy(job.config_copy, values)
+        except LoradeckError as err:
+            self._publish(
+                ev.JobWarning(
+                    job_id=job.id, name=job.name, message=f"could not edit config copy: {err}"
+                )
+            )
+
+    def _log_shows_oom(self, job: Job) -> bool:
+        try:
+            with job.log_file.open("rb") as handle:
+                handle.seek(0, 2)
+                size = handle.tell()
+                handle.seek(max(0, size - 65536))
+                tail = handle.read()
+        except OSError:
+            return False
+        return any(marker in tail for marker in OOM_MARKERS)
+
+    # ------------------------------------------------------------------ windows
+
+    def _close_expired_windows(self, now: float) -> None:
+        for job_id, (deadline, job) in list(self._close_at.items()):
+            if deadline <= now:
+                del self._close_at[job_id]
+                self._close_window(job)
+
+    def _close_window(self, job: Job) -> None:
+        try:
+            self.executor.close_window(job)
+        except LoradeckError:
+            log.debug("closing the window of job %s failed", job.id, exc_info=True)
+
+    # ------------------------------------------------------------------ scheduling
+
+    def _gpus(self) -> tuple[Any, ...]:
+        return self.last_snapshot.gpus if self.last_snapshot is not None else ()
+
+    def _snapshot(self, running: list[Job]) -> InventorySnapshot:
+        sim_usage: dict[int, list[tuple[int, float]]] = {}
+        for job in running:
+            for gpu in job.gpu_ids:
+                sim_usage.setdefault(gpu, []).append((job.id, job.spec.vram_gb or -1.0))
+        snapshot = self.inventory.snapshot(sim_usage=sim_usage)
+        self.last_snapshot = snapshot
+        return snapshot
+
+    def cluster_view(self, snapshot: InventorySnapshot, running: list[Job]) -> ClusterView:
+        """GPUs as the scheduler sees them: foreign VRAM counted as taken."""
+        pids: set[int] = set()
+        if not all(g.simulated for g in snapshot.gpus):
+            for job in running:
+                pids.update(self.executor.pids(job))
+        return cluster_from_snapshot(snapshot, self.settings, loradeck_pids=pids)
+
+    def _schedule(self, jobs: list[Job], now: float) -> None:
+        store = self._require_store()
+        if not any(job.state == JobState.PENDING for job in jobs):
+            return
+        running = [job for job in jobs if job.state == JobState.RUNNING]
+        cluster = self.cluster_view(self._snapshot(running), running)
+        active_ids = {job.id for job in jobs}
+        dep_states: dict[int, JobState] = {job.id: job.state for job in jobs}
+        for job in jobs:
+            for dep in job.deps:
+                if dep.job_id not in active_ids and dep.job_id not in dep_states:
+                    try:
+                        dep_states[dep.job_id] = store.get(dep.job_id).state
+                    except LoradeckError:
+                        dep_states[dep.job_id] = JobState.CANCELLED
+        decision = schedule(
+            SchedulerInput(
+                jobs=jobs,
+                dep_states=dep_states,
+                cluster=cluster,
+                now=now,
+                usage=self._usage,
+                history=self._history,
+            ),
+            self.settings.scheduler,
+        )
+        self._apply_dependency_failures(decision, now)
+        memory_note = self._ram_guard()
+        if memory_note is None:
+            by_id = {job.id: job for job in jobs}
+            for start in decision.starts:
+                job = by_id.get(start.job_id)
+                if job is not None and not self._stopping.is_set():
+                    self._launch(job, start.gpu_ids, now)
+        reasons = dict(decision.reasons)
+        if memory_note is not None:
+            reasons.update({s.job_id: memory_note for s in decision.starts})
+        self._store_reasons(jobs, reasons)
+
+    def _ram_guard(self) -> str | None:
+        limit = self.settings.resources.max_system_ram
+        if limit is None:
+            return None
+        used_gb = psutil.virtual_memory().used / 2**30
+        if used_gb > limit:
+            return f"waiting: system RAM in use {used_gb:.1f} GiB is above the {limit:g} GiB limit"
+        return None
+
+    def _apply_dependency_failures(self, decision: Decision, now: float) -> None:
+        store = self._require_store()
+        for failure in decision.dependency_failures:
+
+            def apply(current: Job, failure: Any = failure) -> Job:
+                if current.state != JobState.PENDING:
+                    return current
+                if failure.action == "hold":
+                    return current.transition(JobState.HELD, reason=failure.reason)
+                return current.transition(
+                    JobState.CANCELLED,
+                    reason=failure.reason,
+                    failure_class=FailureClass.DEPENDENCY,
+                    ended_at=now,
+                )
+
+            job = store.update(failure.job_id, apply)
+            if job.state == JobState.HELD:
+                self._publish(ev.JobHeld(job_id=job.id, name=job.name, reason=job.reason))
+            elif job.state == JobState.CANCELLED:
+                self._publish(ev.JobCancelled(job_id=job.id, name=job.name, reason=job.reason))
+        if decision.dependency_failures:
+            self._publish(ev.QueueChanged())
+
+    def _store_reasons(self, jobs: list[Job], reasons: Mapping[int, str]) -> None:
+        self.reasons = dict(reasons)
+        changed = [
+            (job.id, reasons[job.id])
+            for job in jobs
+            if job.state in (JobState.PENDING, JobState.HELD)
+            and job.id in reasons
+            and reasons[job.id] != job.reason
+            and not job.reason.startswith("retry ")
+        ][:REASON_WRITES_PER_PASS]
+        if not changed:
+            return
+        store = self._require_store()
+        with store.transaction() as tx:
+            for job_id, reason in changed:
+                current = tx.get(job_id)
+                if current.state in (JobState.PENDING, JobState.HELD):
+                    tx.put(current.evolve(reason=reason))
+
+    def _launch(self, job: Job, gpu_ids: tuple[int, ...], now: float) -> None:
+        store = self._require_store()
+
+        def mark(current: Job) -> Job:
+            if current.state != JobState.PENDING:
+                return current
+            return current.transition(
+                JobState.RUNNING,
+                started_at=now,
+                ended_at=None,
+                attempts=current.attempts + 1,
+                gpu_ids=gpu_ids,
+                executor_ref=None,
+                reason="",
+                not_before=None,
+                exit_code=None,
+                cancel_requested_at=None,
+                progress=None,
+            )
+
+        started = store.update(job.id, mark)
+        if started.state != JobState.RUNNING or started.started_at != now:
+            return
+        try:
+            ref = self.executor.launch(
+                started, gpu_ids, extra_env={"LORADECK_PYTHON": sys.executable}
+            )
+        except LoradeckError as err:
+            self._finish(started, AttemptEnd(launch_error=err.message), now)
+            return
+        started = store.update(job.id, lambda current: current.evolve(executor_ref=ref))
+        self._publish(
+            ev.JobStarted(
+                job_id=started.id, name=started.name, gpu_ids=gpu_ids, attempt=started.attempts
+            )
+        )
+        self._publish(ev.QueueChanged())
+        self.after_start(started)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _publish(self, event: ev.Event) -> None:
+        self.bus.publish(event)
+
+    def _hook_failed(self, message: str) -> None:
+        self._publish(ev.EngineMessage(message=message, severity="warning"))
+
+    def _require_store(self) -> Store:
+        if self.store is None:
+            raise LoradeckError("the engine is not started", title="engine")
+        return self.store
