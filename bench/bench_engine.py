@@ -30,11 +30,22 @@ import psutil
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def cli(home: Path, socket: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", "loradeck.core.cli", "--home", str(home), "--tmux-socket", socket, "--tmux-session", "bench", *args]
+    return [
+        sys.executable,
+        "-m",
+        "loradeck.core.cli",
+        "--home",
+        str(home),
+        "--tmux-socket",
+        socket,
+        "--tmux-session",
+        "bench",
+        *args,
+    ]
 
 
 def bench_throughput(root: Path, socket: str, jobs: int) -> None:
@@ -42,7 +53,11 @@ def bench_throughput(root: Path, socket: str, jobs: int) -> None:
     batch.write_text("".join(f'[[job]]\nname = "t{i}"\ncommand = "true"\n' for i in range(jobs)))
     home = root / "throughput"
     t0 = time.perf_counter()
-    out = subprocess.run(cli(home, socket, "--gpus", "sim:4", "--run-batch", str(batch)), capture_output=True, text=True)
+    out = subprocess.run(
+        cli(home, socket, "--gpus", "sim:4", "--run-batch", str(batch)),
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         print(out.stdout[-2000:], out.stderr[-2000:])
@@ -52,8 +67,10 @@ def bench_throughput(root: Path, socket: str, jobs: int) -> None:
     for _ in range(20):
         subprocess.run(["bash", "-c", "true"], check=True)
     bare = (time.perf_counter() - t1) / 20
-    print(f"[throughput] {jobs} jobs of `true` on sim:4 via --run-batch: {wall:.2f} s wall, "
-          f"{1000 * wall / jobs:.1f} ms per job (target <= 30 ms; bash -c true alone: {1000 * bare:.1f} ms)")
+    print(
+        f"[throughput] {jobs} jobs of `true` on sim:4 via --run-batch: {wall:.2f} s wall, "
+        f"{1000 * wall / jobs:.1f} ms per job (target <= 30 ms; bash -c true alone: {1000 * bare:.1f} ms)"
+    )
 
 
 def bench_latency(root: Path, socket: str, samples: int) -> None:
@@ -83,7 +100,9 @@ def bench_latency(root: Path, socket: str, samples: int) -> None:
     latencies: list[float] = []
     try:
         for i in range(samples):
-            plan = plan_single({"name": f"lat{i}", "command": "true", "gpus": 1}, base_dir=root, settings=settings)
+            plan = plan_single(
+                {"name": f"lat{i}", "command": "true", "gpus": 1}, base_dir=root, settings=settings
+            )
             t0 = time.perf_counter()
             _, (job,) = submit_plan(store, home, plan)
             t_submitted = time.perf_counter()
@@ -104,19 +123,31 @@ def bench_latency(root: Path, socket: str, samples: int) -> None:
         engine.stop()
         store.close()
     ms = [1000 * v for v in latencies]
-    print(f"[latency] submit-to-start with a free GPU over {len(ms)} jobs: p50 {statistics.median(ms):.0f} ms, "
-          f"p95 {percentile(ms, 0.95):.0f} ms, max {max(ms):.0f} ms (target p95 <= 150 ms)")
+    print(
+        f"[latency] submit-to-start with a free GPU over {len(ms)} jobs: p50 {statistics.median(ms):.0f} ms, "
+        f"p95 {percentile(ms, 0.95):.0f} ms, max {max(ms):.0f} ms (target p95 <= 150 ms)"
+    )
 
 
 def bench_idle(root: Path, socket: str, seconds: float) -> None:
     home = root / "idle"
-    serve = subprocess.Popen(cli(home, socket, "--gpus", "sim:8", "serve"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    serve = subprocess.Popen(
+        cli(home, socket, "--gpus", "sim:8", "serve"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for i in range(8):
-            subprocess.run(cli(home, socket, "submit", "--name", f"sleeper{i}", "--", "sleep 600"), check=True, capture_output=True)
+            subprocess.run(
+                cli(home, socket, "submit", "--name", f"sleeper{i}", "--", "sleep 600"),
+                check=True,
+                capture_output=True,
+            )
         deadline = time.time() + 30
         while time.time() < deadline:
-            out = subprocess.run(cli(home, socket, "list", "--state", "running"), capture_output=True, text=True)
+            out = subprocess.run(
+                cli(home, socket, "list", "--state", "running"), capture_output=True, text=True
+            )
             if out.stdout.count("RUNNING") == 8:
                 break
             time.sleep(0.2)
@@ -131,10 +162,14 @@ def bench_idle(root: Path, socket: str, seconds: float) -> None:
         elapsed = time.perf_counter() - t0
         cpu = (c1.user + c1.system - c0.user - c0.system) / elapsed * 100
         rss = proc.memory_info().rss / 2**20
-        print(f"[idle] engine with 8 running jobs, nothing changing, over {elapsed:.0f} s: "
-              f"CPU {cpu:.2f}% of a core (target <= 2%), RSS {rss:.0f} MB (target <= 120 MB)")
+        print(
+            f"[idle] engine with 8 running jobs, nothing changing, over {elapsed:.0f} s: "
+            f"CPU {cpu:.2f}% of a core (target <= 2%), RSS {rss:.0f} MB (target <= 120 MB)"
+        )
     finally:
-        subprocess.run(cli(home, socket, "cancel", *[str(i) for i in range(1, 9)]), capture_output=True)
+        subprocess.run(
+            cli(home, socket, "cancel", *[str(i) for i in range(1, 9)]), capture_output=True
+        )
         serve.terminate()
         serve.wait(30)
 

@@ -55,7 +55,9 @@ def main() -> None:
         wall = time.perf_counter() - t0
         print(out.stdout.strip())
         count = out.stdout.split("submitted ")[1].split(" jobs")[0]
-        print(f"submit {count} jobs via `loradeck batch` (new process, durable): {wall:.2f} s (target <= 2 s)")
+        print(
+            f"submit {count} jobs via `loradeck batch` (new process, durable): {wall:.2f} s (target <= 2 s)"
+        )
 
         from loradeck.core.batch import load_batch
         from loradeck.core.home import Home
@@ -72,8 +74,10 @@ def main() -> None:
         submit_plan(store, home2, plan)
         t3 = time.perf_counter()
         store.close()
-        print(f"in-process: parse+validate+expand {t1 - t0:.3f} s, open store {t2 - t1:.3f} s, "
-              f"store {len(plan.jobs)} jobs {t3 - t2:.3f} s")
+        print(
+            f"in-process: parse+validate+expand {t1 - t0:.3f} s, open store {t2 - t1:.3f} s, "
+            f"store {len(plan.jobs)} jobs {t3 - t2:.3f} s"
+        )
 
 
 if __name__ == "__main__":

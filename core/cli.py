@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -373,6 +374,36 @@ def cmd_demo(ctx: Context) -> int:
     )
 
 
+def cmd_simulate(ctx: Context) -> int:
+    """Plan a batch: durations from est_minutes, GPUs from --gpus (default sim:8)."""
+    from loradeck.core.batch import load_batch
+    from loradeck.core.clusterview import cluster_from_snapshot
+    from loradeck.core.gpu import GpuInventory
+    from loradeck.core.scheduler import compare_strategies, simulate
+
+    plan = load_batch(Path(ctx.args.file).expanduser().absolute(), ctx.settings)
+    inventory = GpuInventory(ctx.args.gpus_spec or "sim:8")
+    try:
+        cluster = cluster_from_snapshot(inventory.snapshot(), ctx.settings)
+    finally:
+        inventory.close()
+    if not cluster.gpus:
+        raise ValidationError("simulate: no GPUs to plan for; use --gpus sim:N (e.g. sim:8)")
+    updates: dict[str, Any] = {}
+    if ctx.args.strategy:
+        updates["strategy"] = ctx.args.strategy
+    if ctx.args.no_backfill:
+        updates["backfill"] = False
+    scheduler = ctx.settings.scheduler.model_copy(update=updates)
+    specs = [planned.spec for planned in plan.jobs]
+    if ctx.args.compare:
+        print(compare_strategies(specs, None, cluster, scheduler))
+    else:
+        width = shutil.get_terminal_size((100, 24)).columns
+        print(simulate(specs, None, cluster, scheduler).format_text(width=width))
+    return EXIT_OK
+
+
 def cmd_gpus(ctx: Context) -> int:
     from loradeck.core.gpu import GpuInventory, format_inventory, inventory_json
 
@@ -495,6 +526,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("results", help="the checkpoint leaderboard")
     add_results_arguments(p)
     p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser(
+        "simulate", help="run a batch through the scheduler in simulated time (plan a night)"
+    )
+    p.add_argument("file")
+    p.add_argument("--strategy", choices=["fifo", "priority", "fair_share", "sjf"])
+    p.add_argument("--no-backfill", action="store_true")
+    p.add_argument("--compare", action="store_true", help="every strategy side by side")
+    p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("gpus", help="show the GPUs, their memory, and who uses them")
     p.add_argument("--json", action="store_true")

@@ -45,6 +45,7 @@ from loradeck.core.scheduler import (
     ClusterView,
     Decision,
     FairShareUsage,
+    QueueIndex,
     RuntimeHistory,
     SchedulerInput,
     schedule,
@@ -102,6 +103,8 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._unsubscribe: list[Callable[[], None]] = []
         self.passes = 0
+        self._index: QueueIndex | None = None
+        self._indexed: dict[int, Job] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -516,7 +519,7 @@ class Engine:
                         dep_states[dep.job_id] = JobState.CANCELLED
         decision = schedule(
             SchedulerInput(
-                jobs=jobs,
+                jobs=self._queue_index(jobs),
                 dep_states=dep_states,
                 cluster=cluster,
                 now=now,
@@ -537,6 +540,23 @@ class Engine:
         if memory_note is not None:
             reasons.update({s.job_id: memory_note for s in decision.starts})
         self._store_reasons(jobs, reasons)
+
+    def _queue_index(self, jobs: list[Job]) -> QueueIndex:
+        """The scheduler's pre-ordered queue, updated with only the jobs that changed.
+
+        The store hands back the same Job object while a job is unchanged, so an
+        identity check finds the changes without comparing 10,000 jobs field by field.
+        """
+        if self._index is None:
+            self._index = QueueIndex.build(jobs, self.settings.scheduler)
+        else:
+            changed = [job for job in jobs if self._indexed.get(job.id) is not job]
+            current = {job.id for job in jobs}
+            removed = [job_id for job_id in self._indexed if job_id not in current]
+            if changed or removed:
+                self._index = self._index.updated(changed, removed)
+        self._indexed = {job.id: job for job in jobs}
+        return self._index
 
     def _ram_guard(self) -> str | None:
         limit = self.settings.resources.max_system_ram

@@ -42,6 +42,8 @@ class SchedulerSettings(_Section):
     """What happens to afterok dependents of a failed job."""
     check_interval: float = Field(default=10.0, gt=0)
     """Seconds between the slow periodic scheduling passes."""
+    backfill_max_job_test: int = Field(default=1000, ge=1)
+    """Backfill looks at most this many waiting jobs per pass (Slurm's bf_max_job_test)."""
 
 
 class ResourceSettings(_Section):

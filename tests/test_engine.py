@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import Cli, wait_for, write
+
 from loradeck.core.actions import cancel_job
 from loradeck.core.batch import load_batch
 from loradeck.core.errors import EngineLockedError
@@ -273,7 +273,7 @@ def test_killed_tmux_server_marks_jobs_lost_and_retries(
         tmp_path,
     )
     harness.wait_state(job.id, JobState.RUNNING)
-    wait_for(lambda: marker.exists(), 15, "first attempt")
+    wait_for(marker.exists, 15, "first attempt")
     subprocess.run(["tmux", "-L", tmux_socket, "kill-server"], check=True)
     done = harness.wait_state(job.id, JobState.COMPLETED, timeout=40)
     assert done.attempts == 2
