@@ -19,10 +19,11 @@ engine finds attempt N's window (adopts it), its exit status (concludes it), or 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ from loradeck.core.scheduler import (
     QueueIndex,
     RuntimeHistory,
     SchedulerInput,
+    Start,
     schedule,
 )
 from loradeck.core.settings import Settings
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 
 #: How many changed pending reasons are written per pass (the rest follow next passes).
 REASON_WRITES_PER_PASS = 500
+#: Seconds between writes of changed pending reasons to the store.
+REASON_WRITE_INTERVAL = 2.0
 OOM_MARKERS = (b"CUDA out of memory", b"OutOfMemoryError", b"CUBLAS_STATUS_ALLOC_FAILED")
 
 
@@ -104,6 +108,7 @@ class Engine:
         self._unsubscribe: list[Callable[[], None]] = []
         self.passes = 0
         self._index: QueueIndex | None = None
+        self._reasons_written_at = 0.0
         self._indexed: dict[int, Job] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -191,8 +196,14 @@ class Engine:
         paths = [*store.watch_paths, self.home.jobs_dir]
         self.home.jobs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
+        jobs_dir = str(self.home.jobs_dir) + os.sep
+
         def relevant(change: watchfiles.Change, path: str) -> bool:
-            return not path.endswith((".log", ".jsonl", ".png", ".jpg", ".safetensors"))
+            # Every store change matters; in job folders only a recorded exit status does
+            # (logs are the monitor's business, and they change many times a second).
+            if path.startswith(jobs_dir):
+                return os.path.basename(path).startswith("exit_status")
+            return True
 
         try:
             for _changes in watchfiles.watch(
@@ -530,12 +541,8 @@ class Engine:
         )
         self._apply_dependency_failures(decision, now)
         memory_note = self._ram_guard()
-        if memory_note is None:
-            by_id = {job.id: job for job in jobs}
-            for start in decision.starts:
-                job = by_id.get(start.job_id)
-                if job is not None and not self._stopping.is_set():
-                    self._launch(job, start.gpu_ids, now)
+        if memory_note is None and decision.starts and not self._stopping.is_set():
+            self._launch(decision.starts, now)
         reasons = dict(decision.reasons)
         if memory_note is not None:
             reasons.update({s.job_id: memory_note for s in decision.starts})
@@ -592,7 +599,14 @@ class Engine:
             self._publish(ev.QueueChanged())
 
     def _store_reasons(self, jobs: list[Job], reasons: Mapping[int, str]) -> None:
+        """Keep every reason in memory (for an in-process TUI) and write the changed
+        ones to the store at most every REASON_WRITE_INTERVAL seconds: reasons are for
+        people, and rewriting them on every pass would cost a durable write per pass."""
         self.reasons = dict(reasons)
+        now = time.monotonic()
+        if now - self._reasons_written_at < REASON_WRITE_INTERVAL:
+            return
+        self._reasons_written_at = now
         changed = [
             (job.id, reasons[job.id])
             for job in jobs
@@ -610,44 +624,58 @@ class Engine:
                 if current.state in (JobState.PENDING, JobState.HELD):
                     tx.put(current.evolve(reason=reason))
 
-    def _launch(self, job: Job, gpu_ids: tuple[int, ...], now: float) -> None:
+    def _launch(self, starts: Sequence[Start], now: float) -> None:
+        """Start a pass's decisions: all marked RUNNING in one durable transaction
+        *before* any window opens (so a crash can never run a job twice), then the
+        windows, then their handles in one more transaction."""
         store = self._require_store()
-
-        def mark(current: Job) -> Job:
-            if current.state != JobState.PENDING:
-                return current
-            return current.transition(
-                JobState.RUNNING,
-                started_at=now,
-                ended_at=None,
-                attempts=current.attempts + 1,
-                gpu_ids=gpu_ids,
-                executor_ref=None,
-                reason="",
-                not_before=None,
-                exit_code=None,
-                cancel_requested_at=None,
-                progress=None,
-            )
-
-        started = store.update(job.id, mark)
-        if started.state != JobState.RUNNING or started.started_at != now:
+        marked: list[tuple[Job, tuple[int, ...]]] = []
+        with store.transaction() as tx:
+            for start in starts:
+                current = tx.get(start.job_id)
+                if current.state != JobState.PENDING:
+                    continue
+                running = current.transition(
+                    JobState.RUNNING,
+                    started_at=now,
+                    ended_at=None,
+                    attempts=current.attempts + 1,
+                    gpu_ids=start.gpu_ids,
+                    executor_ref=None,
+                    reason="",
+                    not_before=None,
+                    exit_code=None,
+                    cancel_requested_at=None,
+                    progress=None,
+                )
+                tx.put(running)
+                marked.append((running, start.gpu_ids))
+        refs: dict[int, str] = {}
+        for job, gpu_ids in marked:
+            try:
+                refs[job.id] = self.executor.launch(
+                    job, gpu_ids, extra_env={"LORADECK_PYTHON": sys.executable}
+                )
+            except LoradeckError as err:
+                self._finish(job, AttemptEnd(launch_error=err.message), now)
+        if not refs:
             return
-        try:
-            ref = self.executor.launch(
-                started, gpu_ids, extra_env={"LORADECK_PYTHON": sys.executable}
+        launched: list[Job] = []
+        with store.transaction() as tx:
+            for job_id, ref in refs.items():
+                current = tx.get(job_id)
+                if current.state == JobState.RUNNING and current.started_at == now:
+                    current = current.evolve(executor_ref=ref)
+                    tx.put(current)
+                    launched.append(current)
+        for job in launched:
+            self._publish(
+                ev.JobStarted(
+                    job_id=job.id, name=job.name, gpu_ids=job.gpu_ids, attempt=job.attempts
+                )
             )
-        except LoradeckError as err:
-            self._finish(started, AttemptEnd(launch_error=err.message), now)
-            return
-        started = store.update(job.id, lambda current: current.evolve(executor_ref=ref))
-        self._publish(
-            ev.JobStarted(
-                job_id=started.id, name=started.name, gpu_ids=gpu_ids, attempt=started.attempts
-            )
-        )
+            self.after_start(job)
         self._publish(ev.QueueChanged())
-        self.after_start(started)
 
     # ------------------------------------------------------------------ helpers
 
