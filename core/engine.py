@@ -39,6 +39,7 @@ from loradeck.core.executor import AttemptStatus, Executor
 from loradeck.core.gpu import GpuInventory, InventorySnapshot
 from loradeck.core.home import Home
 from loradeck.core.hooks import HookRunner
+from loradeck.core.jobmonitor import GpuSampler, JobMonitor
 from loradeck.core.lease import EngineLease
 from loradeck.core.models import FailureClass, Job, JobState
 from loradeck.core.outcomes import AttemptEnd, Conclusion, conclude
@@ -59,6 +60,8 @@ log = logging.getLogger(__name__)
 
 #: How many changed pending reasons are written per pass (the rest follow next passes).
 REASON_WRITES_PER_PASS = 500
+#: Seconds between VRAM guard checks (an NVML snapshot and a process-tree walk per job).
+VRAM_CHECK_INTERVAL = 5.0
 #: Seconds between writes of changed pending reasons to the store.
 REASON_WRITE_INTERVAL = 2.0
 OOM_MARKERS = (b"CUDA out of memory", b"OutOfMemoryError", b"CUBLAS_STATUS_ALLOC_FAILED")
@@ -107,6 +110,10 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._unsubscribe: list[Callable[[], None]] = []
         self.passes = 0
+        self.monitor: JobMonitor | None = None
+        self.sampler: GpuSampler | None = None
+        self._vram_checked_at = 0.0
+        self._vram_warned: set[tuple[int, int]] = set()
         self._index: QueueIndex | None = None
         self._reasons_written_at = 0.0
         self._indexed: dict[int, Job] = {}
@@ -121,8 +128,25 @@ class Engine:
             self._unsubscribe.append(self.bus.subscribe(ev.EventLog(self.home.events_file)))
             hooks = HookRunner(self.settings.hooks, on_error=self._hook_failed)
             self._unsubscribe.append(self.bus.subscribe(hooks))
+            self.monitor = JobMonitor(
+                self.store,
+                self.bus,
+                self.settings.monitoring,
+                user_regexes=tuple(self.settings.parsers),
+                on_diverged=self._diverged,
+                clock=self.clock,
+            )
+            self.monitor.start()
+            self.sampler = GpuSampler(
+                self.inventory,
+                self.bus,
+                interval=self.settings.monitoring.gpu_sample_interval,
+                sim_usage=self._sim_usage,
+            )
+            self.sampler.start()
             self._bootstrap()
         except BaseException:
+            self._stop_monitoring()
             self.lease.release()
             raise
         for target, name in ((self._loop, "engine-loop"), (self._watch, "engine-watch")):
@@ -139,12 +163,21 @@ class Engine:
         self._threads.clear()
         if cancel_running and self.store is not None:
             self._cancel_all_running()
+        self._stop_monitoring()
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe.clear()
         if self.store is not None:
             self.store.close()
         self.lease.release()
+
+    def _stop_monitoring(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()
+            self.sampler = None
+        if self.monitor is not None:
+            self.monitor.stop()
+            self.monitor = None
 
     def wake(self) -> None:
         """Ask for a pass now (after a change the watcher cannot see)."""
@@ -251,6 +284,10 @@ class Engine:
         for job in jobs:
             if job.state == JobState.RUNNING:
                 self._check_running(job, now)
+        running = [job for job in jobs if job.state == JobState.RUNNING]
+        if running:
+            self._watchdog(now)
+            self._vram_guard(running, now)
         self._close_expired_windows(now)
         if not self._stopping.is_set():
             self._schedule(store.jobs(active_only=True), now)
@@ -287,7 +324,75 @@ class Engine:
             self.check_health(job, now)
 
     def check_health(self, job: Job, now: float) -> None:
-        """Hook for the monitor's guards (divergence, stalls); nothing by default."""
+        """Per running job, each pass: nothing yet (the guards run once per pass)."""
+
+    def _diverged(self, job: Job, step: int | None) -> None:
+        """The monitor saw a non-finite loss (called on the monitor's thread)."""
+        where = f" at step {step}" if step is not None else ""
+        if self.settings.monitoring.on_nan == "warn":
+            self._publish(
+                ev.JobWarning(job_id=job.id, name=job.name, message=f"non-finite loss{where}")
+            )
+            return
+        self._begin_stop(job, "diverged", step=step)
+        self._wake.set()
+
+    def _watchdog(self, now: float) -> None:
+        """Stalled jobs: warn, restart (a retry by policy) or kill, per settings."""
+        if self.monitor is None:
+            return
+        action = self.settings.monitoring.stall_action
+        for job, idle in self.monitor.stalled(now):
+            message = f"no progress for {idle / 60:.0f} min"
+            if action == "warn":
+                self._publish(ev.JobWarning(job_id=job.id, name=job.name, message=message))
+                self.monitor.forgive_stall(job.id, now)
+            else:
+                self._publish(
+                    ev.JobWarning(job_id=job.id, name=job.name, message=f"{message}; {action}")
+                )
+                self._begin_stop(job, "stalled", no_retry=action == "kill")
+
+    def _vram_guard(self, running: list[Job], now: float) -> None:
+        """A job using more VRAM than it declared (plus a margin) on a GPU it shares."""
+        mode = self.settings.monitoring.vram_guard
+        if mode == "off" or now - self._vram_checked_at < VRAM_CHECK_INTERVAL:
+            return
+        self._vram_checked_at = now
+        declared = [j for j in running if j.spec.vram_gb is not None and j.gpu_ids]
+        if not declared:
+            return
+        snapshot = self.inventory.snapshot()
+        if all(g.simulated for g in snapshot.gpus):
+            return
+        sharing: dict[int, int] = {}
+        for job in running:
+            for gpu in job.gpu_ids:
+                sharing[gpu] = sharing.get(gpu, 0) + 1
+        margin = self.settings.monitoring.vram_guard_margin_gb
+        by_index = {g.index: g for g in snapshot.gpus}
+        for job in declared:
+            pids = set(self.executor.pids(job))
+            for gpu_index in job.gpu_ids:
+                gpu = by_index.get(gpu_index)
+                if gpu is None or sharing.get(gpu_index, 0) < 2:
+                    continue
+                used = sum(p.used_gb for p in gpu.processes if p.pid in pids)
+                limit = (job.spec.vram_gb or 0.0) + margin
+                if used <= limit:
+                    continue
+                message = (
+                    f"uses {used:.1f} GiB on shared GPU {gpu_index}, "
+                    f"declared {job.spec.vram_gb:g} (+{margin:g} margin)"
+                )
+                if mode == "kill":
+                    self._publish(
+                        ev.JobWarning(job_id=job.id, name=job.name, message=message + "; killed")
+                    )
+                    self._begin_stop(job, "vram", no_retry=True)
+                elif (job.id, job.attempts) not in self._vram_warned:
+                    self._vram_warned.add((job.id, job.attempts))
+                    self._publish(ev.JobWarning(job_id=job.id, name=job.name, message=message))
 
     # ------------------------------------------------------------------ stopping
 
@@ -325,8 +430,11 @@ class Engine:
                 cancelled=entry.why == "cancel",
                 timed_out=entry.why == "timeout",
                 lost=entry.why == "lost",
-                diverged_step=entry.detail.get("step") if entry.why == "diverged" else None,
+                diverged=entry.why == "diverged",
+                diverged_step=entry.detail.get("step"),
                 stalled=entry.why == "stalled",
+                vram_exceeded=entry.why == "vram",
+                no_retry=bool(entry.detail.get("no_retry")),
             )
             self._finish(job, end, now)
 
@@ -343,6 +451,9 @@ class Engine:
 
     def _finish(self, job: Job, end: AttemptEnd, now: float) -> None:
         store = self._require_store()
+        if self.monitor is not None:
+            # Read the rest of the log and save the last progress while still RUNNING.
+            self.monitor.unwatch(job)
         biggest = max((g.memory_total_gb for g in self._gpus()), default=None)
         outcome: list[Conclusion] = []
 
@@ -364,7 +475,6 @@ class Engine:
         if not outcome:
             return
         result = outcome[0]
-        self.on_attempt_end(stored)
         if EVALUATION_TAG in stored.spec.tags and stored.state.is_terminal:
             self._record_evaluation(stored)
         if result.config_edits and stored.config_copy is not None:
@@ -390,11 +500,10 @@ class Engine:
                 store.update(trained.id, lambda current, s=summary: current.evolve(evaluation=s))
                 self._publish(ev.QueueChanged())
 
-    def on_attempt_end(self, job: Job) -> None:
-        """Hook for the monitor: stop following the attempt's log."""
-
     def after_start(self, job: Job) -> None:
-        """Hook for the monitor: follow the new attempt's log."""
+        """Follow the new (or adopted) attempt's log."""
+        if self.monitor is not None:
+            self.monitor.watch(job)
 
     def _announce(self, job: Job, result: Conclusion) -> None:
         if result.retrying:
@@ -496,12 +605,27 @@ class Engine:
     def _gpus(self) -> tuple[Any, ...]:
         return self.last_snapshot.gpus if self.last_snapshot is not None else ()
 
-    def _snapshot(self, running: list[Job]) -> InventorySnapshot:
-        sim_usage: dict[int, list[tuple[int, float]]] = {}
+    def _sim_usage(self, running: list[Job] | None = None) -> dict[int, list[tuple[int, float]]]:
+        """What simulated GPUs report: the memory their jobs declared (whole GPUs for
+        jobs that declared none). Real GPUs ignore it."""
+        spec = self.inventory.spec
+        if not spec.simulated:
+            return {}
+        if running is None:
+            store = self.store
+            if store is None:
+                return {}
+            running = [j for j in store.jobs(active_only=True) if j.state == JobState.RUNNING]
+        usage: dict[int, list[tuple[int, float]]] = {}
         for job in running:
             for gpu in job.gpu_ids:
-                sim_usage.setdefault(gpu, []).append((job.id, job.spec.vram_gb or -1.0))
-        snapshot = self.inventory.snapshot(sim_usage=sim_usage)
+                if 0 <= gpu < spec.sim_count:
+                    gb = job.spec.vram_gb if job.spec.vram_gb is not None else spec.sim_memory_gb
+                    usage.setdefault(gpu, []).append((job.id, gb))
+        return usage
+
+    def _snapshot(self, running: list[Job]) -> InventorySnapshot:
+        snapshot = self.inventory.snapshot(sim_usage=self._sim_usage(running))
         self.last_snapshot = snapshot
         return snapshot
 
@@ -647,6 +771,7 @@ class Engine:
                     exit_code=None,
                     cancel_requested_at=None,
                     progress=None,
+                    log_offset=0,
                 )
                 tx.put(running)
                 marked.append((running, start.gpu_ids))

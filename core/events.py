@@ -128,6 +128,14 @@ class EngineMessage(Event):
 
 
 @dataclass(frozen=True)
+class GpuSampled(Event):
+    """A new reading of every GPU (high rate: not logged, latest value wins)."""
+
+    kind: ClassVar[str] = "gpu_sampled"
+    samples: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
 class QueueChanged(Event):
     """The stored queue changed (any job); views should refresh."""
 

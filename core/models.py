@@ -90,6 +90,7 @@ class FailureClass(StrEnum):
     LOST = "lost"
     DIVERGED = "diverged"
     STALLED = "stalled"
+    VRAM_GUARD = "vram_guard"
     DEPENDENCY = "dependency"
     CANCELLED = "cancelled"
     LAUNCH = "launch"
@@ -389,6 +390,9 @@ class Job(BaseModel):
     executor_ref: str | None = None
     """The executor's handle of the current attempt (tmux window id, Slurm job id)."""
     progress: Progress | None = None
+    log_offset: int = 0
+    """Bytes of the current attempt's log already parsed, so a restarted engine
+    neither re-reads nor misses a line."""
     evaluation: EvalSummary | None = None
     """The best checkpoint and its score, once the job's evaluation ran."""
     cancel_requested_at: float | None = None

@@ -26,9 +26,13 @@ class AttemptEnd:
     timed_out: bool = False
     cancelled: bool = False
     oom: bool = False
+    diverged: bool = False
     diverged_step: int | None = None
     stalled: bool = False
+    vram_exceeded: bool = False
     launch_error: str | None = None
+    no_retry: bool = False
+    """Do not retry whatever the job's retries say (a watchdog that kills for good)."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +53,14 @@ def classify(end: AttemptEnd) -> tuple[FailureClass | None, str]:
         return FailureClass.TIMEOUT, "ran past its timeout"
     if end.launch_error is not None:
         return FailureClass.LAUNCH, f"could not start: {end.launch_error}"
-    if end.diverged_step is not None:
+    if end.diverged or end.diverged_step is not None:
+        if end.diverged_step is None:
+            return FailureClass.DIVERGED, "diverged (non-finite loss)"
         return FailureClass.DIVERGED, f"diverged at step {end.diverged_step}"
     if end.stalled:
         return FailureClass.STALLED, "stalled: no progress within the watchdog's limit"
+    if end.vram_exceeded:
+        return FailureClass.VRAM_GUARD, "used more GPU memory than it declared (VRAM guard)"
     if end.oom:
         return FailureClass.OOM, "CUDA out of memory"
     if end.lost:
@@ -133,7 +141,7 @@ def conclude(
     budget = job.spec.retries
     if failure == FailureClass.DIVERGED and on_nan != "retry_lower_lr":
         budget = 0
-    if failure == FailureClass.LAUNCH:
+    if failure == FailureClass.LAUNCH or end.no_retry:
         budget = 0
     if job.attempts <= budget:
         delay = retry_delay(job)

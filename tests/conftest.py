@@ -116,4 +116,7 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+# Imported last: it needs the helpers above.
+from engine_helpers import harness  # noqa: E402, F401  (the in-process engine fixture)
+
 __all__: Sequence[str] = ["REPO", "Cli", "wait_for", "write"]

@@ -7,75 +7,20 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 from conftest import Cli, wait_for, write
+from engine_helpers import FAST, Harness
 
 from loradeck.core.actions import cancel_job
-from loradeck.core.batch import load_batch
 from loradeck.core.errors import EngineLockedError
-from loradeck.core.events import Event
-from loradeck.core.home import Home
-from loradeck.core.models import FailureClass, Job, JobState
+from loradeck.core.models import FailureClass, JobState
 from loradeck.core.runtime import build_engine
-from loradeck.core.settings import ExecutorSettings, HookSettings, SchedulerSettings, Settings
-from loradeck.core.store import Store
-from loradeck.core.submit import submit_plan
+from loradeck.core.settings import HookSettings
 
 pytestmark = pytest.mark.slow
-
-FAST = Settings(
-    executor=ExecutorSettings(kill_grace=1.0),
-    scheduler=SchedulerSettings(check_interval=2.0),
-)
-
-
-class Harness:
-    """An engine in this process, plus a second store handle acting like a CLI."""
-
-    def __init__(
-        self, root: Path, socket: str, settings: Settings = FAST, gpus: str = "sim:4"
-    ) -> None:
-        self.home = Home.open(root)
-        self.settings = settings
-        self.engine = build_engine(
-            self.home, settings, gpus=gpus, tmux_session="ld", tmux_socket=socket
-        )
-        self.events: list[Event] = []
-        self.engine.bus.subscribe(self.events.append)
-        self.store = Store(self.home.root)
-
-    def submit(self, batch_text: str, folder: Path) -> list[Job]:
-        path = write(folder / f"batch-{time.monotonic_ns()}.toml", batch_text)
-        _, jobs = submit_plan(self.store, self.home, load_batch(path, self.settings))
-        self.engine.wake()
-        return jobs
-
-    def job(self, job_id: int) -> Job:
-        self.store.refresh()
-        return self.store.get(job_id)
-
-    def wait_state(self, job_id: int, *states: JobState, timeout: float = 30) -> Job:
-        def check() -> Job | None:
-            job = self.job(job_id)
-            return job if job.state in states else None
-
-        result = wait_for(check, timeout, f"job {job_id} to reach {'/'.join(states)}")
-        assert isinstance(result, Job)
-        return result
-
-
-@pytest.fixture
-def harness(tmp_path: Path, tmux_socket: str) -> Iterator[Harness]:
-    h = Harness(tmp_path / "home", tmux_socket)
-    h.engine.start()
-    yield h
-    h.engine.stop()
-    h.store.close()
-
 
 def test_jobs_run_and_exit_codes_map_to_states(harness: Harness, tmp_path: Path) -> None:
     ok, bad = harness.submit(
