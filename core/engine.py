@@ -33,6 +33,7 @@ from loradeck.core import events as ev
 from loradeck.core.clusterview import cluster_from_snapshot
 from loradeck.core.configcopy import read_config_value, update_config_copy
 from loradeck.core.errors import LoradeckError
+from loradeck.core.eta import batch_eta
 from loradeck.core.evaluation.leaderboard import EVALUATION_TAG
 from loradeck.core.evaluation.results import read_summary
 from loradeck.core.executor import AttemptStatus, Executor
@@ -178,6 +179,12 @@ class Engine:
         if self.monitor is not None:
             self.monitor.stop()
             self.monitor = None
+
+    def eta(self, jobs: Sequence[Job]) -> float | None:
+        """Seconds until every active job of ``jobs`` has ended (see core.eta)."""
+        snapshot = self.last_snapshot or self.inventory.snapshot()
+        cluster = cluster_from_snapshot(snapshot, self.settings)
+        return batch_eta(jobs, cluster, self.settings.scheduler, self._history, self.clock())
 
     def wake(self) -> None:
         """Ask for a pass now (after a change the watcher cannot see)."""

@@ -35,6 +35,8 @@ from loradeck.core.submit import FitCheck, find_previous_batch, submit_with_eval
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
+#: Seconds between batch ETA estimates (a simulation of the rest of the batch).
+ETA_INTERVAL = 5.0
 
 
 class LineReporter:
@@ -237,6 +239,7 @@ def _follow(
         signal.signal(signal.SIGINT, on_sigint)
     try:
         jobs: list[Job] = []
+        eta_at, eta = 0.0, None
         while True:
             store.refresh()
             jobs = [store.get(i) for i in job_ids]
@@ -244,9 +247,11 @@ def _follow(
             if live is not None:
                 running = sum(job.state == JobState.RUNNING for job in jobs)
                 ended = sum(job.state.is_terminal for job in jobs)
-                live.draw(
-                    jobs, now, f"{ended}/{len(jobs)} ended, {running} running  (Ctrl-C to stop)"
-                )
+                if hosting and now - eta_at >= ETA_INTERVAL:
+                    eta_at, eta = now, engine.eta(jobs)
+                eta_text = f", batch ETA {format_duration(eta)}" if eta else ""
+                footer = f"{ended}/{len(jobs)} ended, {running} running{eta_text}"
+                live.draw(jobs, now, footer + "  (Ctrl-C to stop)")
             if all(job.state.is_terminal for job in jobs) or interrupted.is_set():
                 break
             changed.wait(0.5 if live is not None or not hosting else 2.0)
