@@ -13,6 +13,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -270,6 +271,10 @@ def cmd_status(ctx: Context) -> int:
 # --------------------------------------------------------------------------- actions
 
 
+def _apply_at(job: Job, *, action: Callable[[Job, float], Job], at: float) -> Job:
+    return action(job, at)
+
+
 def _act_on_each(
     ctx: Context, refs: Sequence[str], action: Callable[[Job, float], Job], verb: str
 ) -> int:
@@ -278,7 +283,7 @@ def _act_on_each(
     for job in resolve_job_refs(ctx.store, refs):
         now = time.time()
         try:
-            updated = ctx.store.update(job.id, lambda current, at=now: action(current, at))
+            updated = ctx.store.update(job.id, partial(_apply_at, action=action, at=now))
         except IllegalTransitionError as err:
             failures += 1
             print(f"loradeck: job {job.id}: cannot {verb}: {err.message}", file=sys.stderr)

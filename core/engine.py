@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import psutil
@@ -42,7 +43,7 @@ from loradeck.core.home import Home
 from loradeck.core.hooks import HookRunner
 from loradeck.core.jobmonitor import GpuSampler, JobMonitor
 from loradeck.core.lease import EngineLease
-from loradeck.core.models import FailureClass, Job, JobState
+from loradeck.core.models import EvalSummary, FailureClass, Job, JobState
 from loradeck.core.outcomes import AttemptEnd, Conclusion, conclude
 from loradeck.core.scheduler import (
     ClusterView,
@@ -73,6 +74,10 @@ class _Stop:
     why: str  # "cancel", "timeout", "lost", "diverged", "stalled", "shutdown"
     done: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
+
+
+def _with_evaluation(job: Job, *, summary: EvalSummary) -> Job:
+    return job.evolve(evaluation=summary)
 
 
 class Engine:
@@ -381,10 +386,10 @@ class Engine:
         for job in declared:
             pids = set(self.executor.pids(job))
             for gpu_index in job.gpu_ids:
-                gpu = by_index.get(gpu_index)
-                if gpu is None or sharing.get(gpu_index, 0) < 2:
+                found = by_index.get(gpu_index)
+                if found is None or sharing.get(gpu_index, 0) < 2:
                     continue
-                used = sum(p.used_gb for p in gpu.processes if p.pid in pids)
+                used = sum(p.used_gb for p in found.processes if p.pid in pids)
                 limit = (job.spec.vram_gb or 0.0) + margin
                 if used <= limit:
                     continue
@@ -504,7 +509,7 @@ class Engine:
                 continue
             summary = read_summary(trained.job_dir)
             if summary is not None:
-                store.update(trained.id, lambda current, s=summary: current.evolve(evaluation=s))
+                store.update(trained.id, partial(_with_evaluation, summary=summary))
                 self._publish(ev.QueueChanged())
 
     def after_start(self, job: Job) -> None:

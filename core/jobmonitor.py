@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from loradeck.core import events as ev
 from loradeck.core.errors import LoradeckError
@@ -107,7 +108,7 @@ class JobMonitor:
         pipeline = LogPipeline(
             parser,
             metrics_path=job.job_dir / "metrics.jsonl",
-            on_event=lambda event, job_id=job.id: self._on_log_event(job_id, event),
+            on_event=partial(self._on_log_event, job.id),
             start_offset=offset,
             clock=self.clock,
         )

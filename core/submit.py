@@ -217,7 +217,8 @@ def submit_with_evaluation(
     batch, jobs = submit_plan(store, home, plan, fit_check=fit_check)
     if not settings.evaluation.auto_evaluate:
         return batch, jobs
-    from loradeck.core.evaluation.commands import EVALUATION_TAG, evaluation_job_fields
+    from loradeck.core.evaluation.commands import evaluation_job_fields
+    from loradeck.core.evaluation.leaderboard import EVALUATION_TAG
 
     planned: list[PlannedJob] = []
     for job in jobs:

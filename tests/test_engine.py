@@ -22,6 +22,7 @@ from loradeck.core.settings import HookSettings
 
 pytestmark = pytest.mark.slow
 
+
 def test_jobs_run_and_exit_codes_map_to_states(harness: Harness, tmp_path: Path) -> None:
     ok, bad = harness.submit(
         """

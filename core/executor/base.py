@@ -48,6 +48,26 @@ class AttemptResult:
     stopped: bool = False
     """True when loradeck's kill sequence had to kill the attempt's own runner, so the
     status was written by :meth:`Executor.stop` rather than by the attempt itself."""
+    # The fields below are set by executors that hand jobs to a cluster scheduler (Slurm),
+    # which ends attempts for reasons of its own; the tmux executor leaves the defaults.
+    slurm_state: str | None = None
+    """Slurm's state of the attempt (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED,
+    TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED, ...)."""
+    reason: str | None = None
+    """How the executor describes the attempt's state, for people (``"slurm: PENDING
+    (Resources)"``, ``"slurm: TIMEOUT (TimeLimit)"``)."""
+    timed_out: bool = False
+    """The cluster ended it at its time limit (Slurm TIMEOUT or DEADLINE)."""
+    oom: bool = False
+    """The cluster ended it for using more memory than it asked for (OUT_OF_MEMORY)."""
+    lost: bool = False
+    """The cluster ended it for reasons of its own (NODE_FAIL, PREEMPTED, BOOT_FAIL):
+    nothing the job did, so a retry may well succeed."""
+    cancelled: bool = False
+    """Cancelled on the cluster, not through loradeck (``scancel`` by a user or admin)."""
+    dependency_never_satisfied: bool = False
+    """It never started: the cluster dropped it because a dependency can no longer be
+    satisfied. The attempt does not count; loradeck's own dependency rules decide."""
 
 
 @dataclass(frozen=True)
