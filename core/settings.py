@@ -32,6 +32,9 @@ class SchedulerSettings(_Section):
     """At most this many jobs run at once; 0 means no limit beyond the GPUs."""
     max_jobs_per_gpu: int = Field(default=4, ge=1)
     """Jobs that declare vram_gb may share a GPU, up to this many."""
+    packing: Literal["spread", "pack"] = "spread"
+    """Where sharing jobs go: the GPU with the fewest jobs (spread), or the fullest GPU
+    that fits (pack, keeping whole GPUs free for jobs that need one)."""
     aging_per_hour: float = Field(default=1.0, ge=0)
     """Priority points a pending job gains per hour of waiting, so nothing starves."""
     fair_share_half_life_hours: float = Field(default=24.0, gt=0)

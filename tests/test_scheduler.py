@@ -367,3 +367,19 @@ def test_backfill_tries_a_bounded_number_of_jobs_per_pass() -> None:
     assert decision.reasons[10].startswith("waiting: reservation for job 2")
     early_short = job(9, est_minutes=5)
     assert started(decide([running, top, *longs, early_short], cluster)) == {9: (1,)}
+
+
+def test_sharing_jobs_spread_over_idle_gpus_by_default() -> None:
+    jobs = [job(1, vram_gb=6), job(2, vram_gb=6), job(3, vram_gb=6)]
+    assert started(decide(jobs, gpus(24.0, 24.0, 24.0))) == {1: (0,), 2: (1,), 3: (2,)}
+    running = job(4, state=JobState.RUNNING, vram_gb=6, gpu_ids=(0,))
+    assert started(decide([running, job(5, vram_gb=6)], gpus(24.0, 24.0))) == {5: (1,)}
+
+
+def test_pack_keeps_whole_gpus_free() -> None:
+    jobs = [job(1, vram_gb=6), job(2, vram_gb=6), job(3, vram_gb=6)]
+    assert started(decide(jobs, gpus(24.0, 24.0, 24.0), packing="pack")) == {
+        1: (0,),
+        2: (0,),
+        3: (0,),
+    }

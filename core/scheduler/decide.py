@@ -98,7 +98,9 @@ class _Pass:
         self.now = inp.now
         self.default_s = settings.default_est_minutes * 60.0
         self.max_concurrent = settings.max_concurrent_jobs
-        self.board = Board(inp.cluster, settings.max_jobs_per_gpu)
+        self.board = Board(
+            inp.cluster, settings.max_jobs_per_gpu, spread=settings.packing == "spread"
+        )
         jobs = inp.jobs
         self.index = (
             jobs

@@ -13,9 +13,11 @@ Rules (``Need`` is a job's shape):
   stranger's training run is not).
 - A multi-GPU job gets all its GPUs at once, chosen to minimise the largest topology
   distance between them (then the sum, then the preference below).
-- Preference: sharing jobs go best-fit (the GPU left with the least free memory), so that
-  whole GPUs stay free for whole-GPU jobs; whole-GPU jobs take the GPU with the least
-  foreign use; ties go to the lowest index.
+- Preference: with ``packing = "spread"`` (the default) sharing jobs go to the GPU with
+  the fewest loradeck jobs, since jobs on one GPU compete for its compute, then best-fit;
+  with ``packing = "pack"`` best-fit only (the GPU left with the least free memory), so
+  that whole GPUs stay free for whole-GPU jobs. Whole-GPU jobs take the GPU with the
+  least foreign use; ties go to the lowest index.
 
 :class:`Board` is mutable, but only ever local to one pass.
 """
@@ -84,7 +86,9 @@ def _gpus(count: int) -> str:
 class Board:
     """GPU occupancy during one pass. Positions 0..n-1 are GPUs in NVML index order."""
 
-    def __init__(self, cluster: ClusterView, max_jobs_per_gpu: int) -> None:
+    def __init__(self, cluster: ClusterView, max_jobs_per_gpu: int, *, spread: bool = True) -> None:
+        self.spread = spread
+        """Sharing jobs prefer the GPU with the fewest jobs (then best fit)."""
         gpus = sorted(cluster.gpus, key=lambda g: g.index)
         self.ids: list[int] = [g.index for g in gpus]
         self.position: dict[int, int] = {gid: pos for pos, gid in enumerate(self.ids)}
@@ -107,6 +111,7 @@ class Board:
         other.owners = [list(o) for o in self.owners]
         other.solid = list(self.solid)
         other.max_jobs, other.dist = self.max_jobs, self.dist
+        other.spread = self.spread
         return other
 
     # ----- occupancy
@@ -160,7 +165,10 @@ class Board:
             return None
         if need.vram_gb is not None and not need.exclusive:
             vram = need.vram_gb
-            hosts.sort(key=lambda pos: (self.free_gb(pos) - vram, pos))
+            if self.spread:
+                hosts.sort(key=lambda pos: (len(self.owners[pos]), self.free_gb(pos) - vram, pos))
+            else:
+                hosts.sort(key=lambda pos: (self.free_gb(pos) - vram, pos))
         else:
             hosts.sort(key=lambda pos: (self.foreign[pos], pos))
         if need.gpus == 1 or self.dist is None:
