@@ -359,6 +359,12 @@ def demo_batch_path() -> Path:
     return Path(str(files("loradeck.configs") / "demo" / "batch.toml"))
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """The demo scores its own checkpoints: an evaluation job after each training job."""
+    evaluation = settings.evaluation.model_copy(update={"auto_evaluate": True})
+    return settings.model_copy(update={"evaluation": evaluation})
+
+
 def cmd_demo(ctx: Context) -> int:
     from loradeck.core.headless import run_batch
 
@@ -369,6 +375,7 @@ def cmd_demo(ctx: Context) -> int:
         f"watch the jobs with: tmux attach -t {session}",
         file=sys.stderr,
     )
+    ctx.settings = demo_settings(ctx.settings)
     return run_batch(
         demo_batch_path(),
         home=ctx.home,

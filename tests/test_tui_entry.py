@@ -1,0 +1,85 @@
+"""The console entry: ``loradeck`` with no command opens the TUI on a terminal, any
+command (or no terminal) goes to the CLI."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from loradeck.tui.main import wants_tui
+
+
+def test_only_a_bare_command_line_on_a_terminal_opens_the_tui() -> None:
+    assert wants_tui([], interactive=True)
+    assert wants_tui(["--home", "h", "--gpus", "sim:2"], interactive=True)
+    assert wants_tui(["demo"], interactive=True)
+    assert not wants_tui([], interactive=False)
+    assert not wants_tui(["demo", "--headless"], interactive=True)
+    assert not wants_tui(["list"], interactive=True)
+    assert not wants_tui(["--run-batch", "b.toml"], interactive=True)
+    assert not wants_tui(["--help"], interactive=True)
+    assert not wants_tui(["--no-such-option"], interactive=True)
+
+
+def test_without_a_terminal_the_cli_answers(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "loradeck.tui.main", "--home", str(tmp_path / "h"), "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no jobs" in done.stdout
+
+
+def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while needle not in seen:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {needle!r} on the terminal; got {seen[-2000:]!r}")
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    return seen
+
+
+@pytest.mark.slow
+def test_the_bare_command_opens_the_tui_and_q_quits(tmp_path: Path) -> None:
+    socket = f"loradeck-entry-{uuid.uuid4().hex[:8]}"
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    argv = [sys.executable, "-m", "loradeck.tui.main", "--home", str(tmp_path / "h")]
+    argv += ["--gpus", "sim:2", "--tmux-socket", socket]
+    env = {**os.environ, "TERM": "xterm-256color", "SHELL": "/bin/sh"}
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    try:
+        _read_until(master, b"engine: running in this window", 60)
+        os.write(master, b"q")
+        tail = _read_until(master, b"running jobs keep running", 60)
+        assert proc.wait(30) == 0, tail[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)

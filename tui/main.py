@@ -1,0 +1,68 @@
+"""The ``loradeck`` console entry: the TUI when no command is given, else the CLI.
+
+``loradeck`` (with global options only, e.g. ``--home``, ``--gpus sim:4``) opens the TUI
+on a terminal; ``loradeck demo`` opens it on the demo batch unless ``--headless`` (or
+no terminal). Everything else is :func:`loradeck.core.cli.main`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from loradeck.core import cli
+from loradeck.core.errors import LoradeckError
+
+
+def wants_tui(argv: Sequence[str], *, interactive: bool) -> bool:
+    """Whether this command line opens the TUI (only on a terminal)."""
+    if not interactive or any(a in ("-h", "--help", "--version") for a in argv):
+        return False
+    quiet = io.StringIO()
+    try:
+        # a bad command line is the CLI's to report: parse silently here
+        with contextlib.redirect_stderr(quiet), contextlib.redirect_stdout(quiet):
+            args, rest = cli.build_parser().parse_known_args(list(argv))
+    except SystemExit:
+        return False
+    if rest or args.run_batch:
+        return False
+    command = getattr(args, "command_name", None)
+    if command is None:
+        return True
+    return command == "demo" and not getattr(args, "headless", False)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point of ``loradeck``."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if not wants_tui(args_list, interactive=interactive):
+        return cli.main(args_list)
+    args = cli.build_parser().parse_args(args_list)
+    from loradeck.tui.app import run_tui
+
+    try:
+        ctx = cli.Context(args)
+        demo = args.command_name == "demo"
+        return run_tui(
+            ctx.home,
+            cli.demo_settings(ctx.settings) if demo else ctx.settings,
+            gpus=args.gpus_spec or ("sim:4" if demo else None),
+            tmux_session=args.tmux_session or ("loradeck-demo" if demo else None),
+            tmux_socket=args.tmux_socket,
+            demo_batch=cli.demo_batch_path() if demo else None,
+            config_path=Path(args.config).absolute() if args.config else None,
+        )
+    except LoradeckError as err:
+        print(f"loradeck: {err.title}: {err.message}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return cli.EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
