@@ -202,6 +202,12 @@ def resolve_job_refs(store: Store, refs: Sequence[str]) -> list[Job]:
     return jobs
 
 
+def _trains(job: Job) -> bool:
+    """Whether a job looks like training (worth an evaluation job): it has a trainer
+    config or GPUs. A CPU job without a config (a merge, a report) has no checkpoints."""
+    return job.spec.config is not None or job.spec.trainer is not None or job.spec.gpus > 0
+
+
 def submit_with_evaluation(
     store: Store,
     home: Home,
@@ -213,7 +219,8 @@ def submit_with_evaluation(
 ) -> tuple[Batch | None, list[Job]]:
     """:func:`submit_plan`, plus one evaluation job per training job when
     ``evaluation.auto_evaluate`` is on. Returns the training jobs and then their
-    evaluation jobs (each depends afterok on its training job)."""
+    evaluation jobs (each depends afterok on its training job). Jobs with neither a
+    trainer config nor GPUs are not evaluated."""
     batch, jobs = submit_plan(store, home, plan, fit_check=fit_check)
     if not settings.evaluation.auto_evaluate:
         return batch, jobs
@@ -222,7 +229,7 @@ def submit_with_evaluation(
 
     planned: list[PlannedJob] = []
     for job in jobs:
-        if EVALUATION_TAG in job.spec.tags:
+        if not _trains(job) or EVALUATION_TAG in job.spec.tags:
             continue
         fields = evaluation_job_fields(
             job, home=home.root, settings=settings, settings_file=settings_file
