@@ -66,5 +66,3 @@ def harness(tmp_path: Path, tmux_socket: str) -> Iterator[Harness]:
     yield h
     h.engine.stop()
     h.store.close()
-
-
