@@ -121,6 +121,10 @@ class Engine:
         self._vram_checked_at = 0.0
         self._vram_warned: set[tuple[int, int]] = set()
         self._index: QueueIndex | None = None
+        self._exit_seen = threading.Event()
+        self._kick = threading.Event()
+        self._kick.set()
+        self._polled_at = 0.0
         self._reasons_written_at = 0.0
         self._indexed: dict[int, Job] = {}
 
@@ -192,7 +196,8 @@ class Engine:
         return batch_eta(jobs, cluster, self.settings.scheduler, self._history, self.clock())
 
     def wake(self) -> None:
-        """Ask for a pass now (after a change the watcher cannot see)."""
+        """Ask for a full pass now (after a change the watcher cannot see)."""
+        self._kick.set()
         self._wake.set()
 
     @property
@@ -231,7 +236,8 @@ class Engine:
                 self._publish(
                     ev.EngineMessage(message=f"engine pass failed: {err}", severity="error")
                 )
-            self._wake.wait(self._sleep_for())
+            if not self._wake.wait(self._sleep_for()):
+                self._kick.set()  # a deadline or the periodic pass is due
             self._wake.clear()
 
     def _watch(self) -> None:
@@ -261,6 +267,8 @@ class Engine:
                 yield_on_timeout=False,
                 raise_interrupt=False,
             ):
+                if any(path.startswith(jobs_dir) for _change, path in _changes):
+                    self._exit_seen.set()
                 self._wake.set()
         except Exception:  # inotify unavailable: the periodic pass still runs
             log.exception("file watching failed; falling back to periodic passes")
@@ -287,15 +295,30 @@ class Engine:
     def tick(self) -> None:
         """One pass: conclude what ended, act on requests, schedule. Engine thread only."""
         store = self._require_store()
+        changed = store.refresh()
+        if not (
+            changed
+            or self._kick.is_set()
+            or self._exit_seen.is_set()
+            or time.monotonic() - self._polled_at >= self.liveness_interval
+        ):
+            # Woken by this engine's own commits (progress saves): nothing to do.
+            return
+        self._kick.clear()
         self.passes += 1
         now = self.clock()
-        store.refresh()
         jobs = store.jobs(active_only=True)
         self._note_new(jobs)
         self._conclude_stops(now)
+        poll = (
+            self._exit_seen.is_set() or time.monotonic() - self._polled_at >= self.liveness_interval
+        )
+        if poll:
+            self._exit_seen.clear()
+            self._polled_at = time.monotonic()
         for job in jobs:
             if job.state == JobState.RUNNING:
-                self._check_running(job, now)
+                self._check_running(job, now, poll=poll)
         running = [job for job in jobs if job.state == JobState.RUNNING]
         if running:
             self._watchdog(now)
@@ -312,10 +335,18 @@ class Engine:
         if fresh:
             self._publish(ev.QueueChanged())
 
-    def _check_running(self, job: Job, now: float) -> None:
+    def _check_running(self, job: Job, now: float, *, poll: bool) -> None:
         with self._stops_lock:
             if job.id in self._stops:
                 return
+        if not poll:
+            # Only what the store says: requests and the clock. The executor is asked at
+            # most every liveness interval, or when an exit status appeared.
+            if job.cancel_requested_at is not None:
+                self._begin_stop(job, "cancel")
+            elif job.spec.timeout and job.started_at and now - job.started_at >= job.spec.timeout:
+                self._begin_stop(job, "timeout")
+            return
         result = self.executor.poll(job)
         if result.status == AttemptStatus.EXITED:
             end = AttemptEnd(
@@ -347,7 +378,7 @@ class Engine:
             )
             return
         self._begin_stop(job, "diverged", step=step)
-        self._wake.set()
+        self.wake()
 
     def _watchdog(self, now: float) -> None:
         """Stalled jobs: warn, restart (a retry by policy) or kill, per settings."""
@@ -424,7 +455,7 @@ class Engine:
             finally:
                 with self._stops_lock:
                     entry.done = True
-                self._wake.set()
+                self.wake()
 
         threading.Thread(target=work, name=f"stop-{job.id}", daemon=True).start()
 

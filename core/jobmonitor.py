@@ -3,7 +3,7 @@
 :class:`JobMonitor` follows each running attempt's log (one inotify follower thread
 for all of them) through a :class:`~loradeck.core.monitor.LogPipeline`, publishes
 ``job_progress`` and ``checkpoint_saved`` events as lines arrive, and writes the summary
-(step, loss, ETA...) and the parse offset to the store at most once a second per job,
+(step, loss, ETA...) and the parse offset to the store at most every two seconds per job,
 so a restarted engine resumes the log where this one stopped.
 
 It also raises what the engine must act on: a non-finite loss (divergence) and a job
@@ -32,8 +32,9 @@ from loradeck.core.store import Store
 
 log = logging.getLogger(__name__)
 
-#: Seconds between durable progress writes for one job.
-STORE_INTERVAL = 1.0
+#: Seconds between durable progress writes for one job (other processes see progress
+#: this stale at most; the in-process TUI gets every event at once).
+STORE_INTERVAL = 2.0
 #: Seconds between job_progress events for one job (the TUI shows ~5 frames a second).
 EVENT_INTERVAL = 0.2
 
@@ -218,7 +219,7 @@ class JobMonitor:
             )
 
     def _save(self, item: _Watched, *, force: bool = False) -> None:
-        """Write the summary and the parse offset (durably, at most once a second)."""
+        """Write the summary and the parse offset (durably, at most every STORE_INTERVAL)."""
         now = self.clock()
         if not force and (not item.dirty or now - item.stored_at < STORE_INTERVAL):
             return
