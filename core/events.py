@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from loradeck.core.jobview import format_duration, one_line
+
 log = logging.getLogger(__name__)
 
 
@@ -225,6 +227,34 @@ def read_events(path: Path, *, limit: int | None = None) -> list[dict[str, Any]]
             if isinstance(item, dict):
                 out.append(item)
     return out[-limit:] if limit else out
+
+
+def describe_event(event: Event) -> str:
+    """The event in words, one line (the TUI's event log, headless output)."""
+    if isinstance(event, EngineMessage):
+        return f"{event.severity}: {event.message}"
+    if not isinstance(event, JobEvent):
+        return event.kind.replace("_", " ")
+    who = f"job {event.job_id} {one_line(event.name)}"
+    if isinstance(event, JobStarted):
+        where = f"GPU {','.join(map(str, event.gpu_ids))}" if event.gpu_ids else "CPU"
+        return f"{who} started on {where} (attempt {event.attempt})"
+    if isinstance(event, JobCompleted):
+        return f"{who} completed in {format_duration(event.runtime_s)}"
+    if isinstance(event, JobFailed):
+        return f"{who} {event.state.lower()}: {one_line(event.reason)}"
+    if isinstance(event, JobCancelled | JobHeld):
+        verb = "cancelled" if isinstance(event, JobCancelled) else "held"
+        return f"{who} {verb}: {one_line(event.reason)}"
+    if isinstance(event, JobRetrying):
+        return f"{who} will retry (attempt {event.attempt}): {one_line(event.reason)}"
+    if isinstance(event, JobWarning):
+        return f"{who} warning: {one_line(event.message)}"
+    if isinstance(event, CheckpointSaved):
+        return f"{who} saved {one_line(event.path)}"
+    if isinstance(event, JobAdopted):
+        return f"{who} is still running; followed again"
+    return f"{who} {event.kind.removeprefix('job_').replace('_', ' ')}"
 
 
 def event_fields(event: Event) -> dict[str, str]:

@@ -58,37 +58,26 @@ class LineReporter:
 
     def describe(self, event: ev.Event) -> str | None:
         if isinstance(event, ev.EngineMessage):
-            return f"{event.severity}: {event.message}"
+            return ev.describe_event(event)
         if not isinstance(event, ev.JobEvent) or event.job_id not in self.job_ids:
             return None
+        if isinstance(event, ev.JobProgress):
+            return self._progress(event)
+        if isinstance(event, ev.JobSubmitted):
+            return None
+        return ev.describe_event(event)
+
+    def _progress(self, event: ev.JobProgress) -> str | None:
+        """A line per tenth of a job's steps, not per update."""
+        if event.step is None or not event.total_steps:
+            return None
+        tenth = int(10 * event.step / event.total_steps)
+        if tenth <= self._last_tenth.get(event.job_id, 0):
+            return None
+        self._last_tenth[event.job_id] = tenth
+        loss = f", loss {event.loss:.4g}" if event.loss is not None else ""
         who = f"job {event.job_id} {one_line(event.name)}"
-        if isinstance(event, ev.JobStarted):
-            where = f"GPU {','.join(map(str, event.gpu_ids))}" if event.gpu_ids else "CPU"
-            return f"{who} started on {where} (attempt {event.attempt})"
-        if isinstance(event, ev.JobAdopted):
-            return f"{who} is still running; following it again"
-        if isinstance(event, ev.JobCompleted):
-            return f"{who} completed in {format_duration(event.runtime_s)}"
-        if isinstance(event, ev.JobFailed):
-            return f"{who} {event.state.lower()}: {event.reason}"
-        if isinstance(event, ev.JobCancelled):
-            return f"{who} cancelled: {event.reason}"
-        if isinstance(event, ev.JobRetrying):
-            return f"{who} will retry: {event.reason}"
-        if isinstance(event, ev.JobHeld):
-            return f"{who} held: {event.reason}"
-        if isinstance(event, ev.JobWarning):
-            return f"{who} warning: {event.message}"
-        if isinstance(event, ev.CheckpointSaved):
-            return f"{who} saved {event.path}"
-        if isinstance(event, ev.JobProgress) and event.step is not None and event.total_steps:
-            tenth = int(10 * event.step / event.total_steps)
-            if tenth <= self._last_tenth.get(event.job_id, 0):
-                return None
-            self._last_tenth[event.job_id] = tenth
-            loss = f", loss {event.loss:.4g}" if event.loss is not None else ""
-            return f"{who} step {event.step}/{event.total_steps}{loss}"
-        return None
+        return f"{who} step {event.step}/{event.total_steps}{loss}"
 
 
 def batch_table(jobs: Sequence[Job], now: float) -> str:

@@ -12,40 +12,11 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer
 
 from loradeck.core import events as ev
-from loradeck.core.jobview import format_duration, one_line
 from loradeck.tui.base import Change, DeckBar, DeckScreen
 
 #: Rows shown (the newest).
 SHOWN = 500
 REDRAW_S = 0.5
-
-
-def describe(event: ev.Event) -> str:
-    """The event in words."""
-    if isinstance(event, ev.EngineMessage):
-        return f"{event.severity}: {event.message}"
-    if not isinstance(event, ev.JobEvent):
-        return event.kind.replace("_", " ")
-    who = f"job {event.job_id} {one_line(event.name)}"
-    if isinstance(event, ev.JobStarted):
-        where = f"GPU {','.join(map(str, event.gpu_ids))}" if event.gpu_ids else "CPU"
-        return f"{who} started on {where} (attempt {event.attempt})"
-    if isinstance(event, ev.JobCompleted):
-        return f"{who} completed in {format_duration(event.runtime_s)}"
-    if isinstance(event, ev.JobFailed):
-        return f"{who} {event.state.lower()}: {one_line(event.reason)}"
-    if isinstance(event, ev.JobCancelled | ev.JobHeld):
-        verb = "cancelled" if isinstance(event, ev.JobCancelled) else "held"
-        return f"{who} {verb}: {one_line(event.reason)}"
-    if isinstance(event, ev.JobRetrying):
-        return f"{who} will retry (attempt {event.attempt}): {one_line(event.reason)}"
-    if isinstance(event, ev.JobWarning):
-        return f"{who} warning: {one_line(event.message)}"
-    if isinstance(event, ev.CheckpointSaved):
-        return f"{who} saved {one_line(event.path)}"
-    if isinstance(event, ev.JobAdopted):
-        return f"{who} is still running; followed again"
-    return f"{who} {event.kind.removeprefix('job_').replace('_', ' ')}"
 
 
 class EventsScreen(DeckScreen):
@@ -103,5 +74,5 @@ class EventsScreen(DeckScreen):
                 time.strftime("%H:%M:%S", time.localtime(event.at)),
                 event.kind.replace("_", " "),
                 job,
-                describe(event),
+                ev.describe_event(event),
             )
