@@ -51,7 +51,11 @@ class Context:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.settings: Settings = load_settings(Path(args.config) if args.config else None)
+        settings = load_settings(Path(args.config) if args.config else None)
+        if getattr(args, "executor", None):
+            kind = settings.executor.model_copy(update={"kind": args.executor})
+            settings = settings.model_copy(update={"executor": kind})
+        self.settings: Settings = settings
         self.home = Home.open(args.home)
         self._store: Store | None = None
 
@@ -148,6 +152,8 @@ def _fit_check(ctx: Context) -> FitCheck | None:
     from loradeck.core.clusterview import cluster_from_snapshot, fit_check_for
     from loradeck.core.gpu import GpuInventory
 
+    if ctx.settings.executor.kind == "slurm":
+        return None  # this machine's GPUs say nothing; sbatch refuses what cannot fit
     try:
         inventory = GpuInventory(ctx.args.gpus_spec or ctx.settings.resources.gpus)
         try:
@@ -466,6 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--cancel-on-exit",
         action="store_true",
         help="with --run-batch: Ctrl-C also cancels running jobs",
+    )
+    parser.add_argument(
+        "--executor",
+        choices=["tmux", "slurm"],
+        help="run jobs in tmux windows or hand them to Slurm (default: executor.kind)",
     )
     parser.add_argument("--tmux-session", help="tmux session for job windows (default: loradeck)")
     parser.add_argument("--tmux-socket", help="tmux socket name (-L) for a private server")

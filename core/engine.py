@@ -37,7 +37,8 @@ from loradeck.core.errors import LoradeckError
 from loradeck.core.eta import batch_eta
 from loradeck.core.evaluation.leaderboard import EVALUATION_TAG
 from loradeck.core.evaluation.results import read_summary
-from loradeck.core.executor import AttemptStatus, Executor
+from loradeck.core.executor import AttemptResult, AttemptStatus, Executor
+from loradeck.core.executor.slurm import SlurmExecutor
 from loradeck.core.gpu import GpuInventory, InventorySnapshot
 from loradeck.core.home import Home
 from loradeck.core.hooks import HookRunner
@@ -56,6 +57,7 @@ from loradeck.core.scheduler import (
     schedule,
 )
 from loradeck.core.settings import Settings
+from loradeck.core.slurmmode import slurm_decision
 from loradeck.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,9 @@ class Engine:
         self.home = home
         self.settings = settings
         self.executor = executor
+        self.slurm = executor if isinstance(executor, SlurmExecutor) else None
+        """Set in Slurm mode: Slurm places jobs and enforces their time limits; loradeck
+        only hands jobs over (:mod:`loradeck.core.slurmmode`)."""
         self.inventory = inventory
         self.bus = bus or ev.EventBus()
         self.clock = clock
@@ -116,6 +121,7 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._unsubscribe: list[Callable[[], None]] = []
         self.passes = 0
+        self._last_failure: str | None = None
         self.monitor: JobMonitor | None = None
         self.sampler: GpuSampler | None = None
         self._vram_checked_at = 0.0
@@ -218,6 +224,7 @@ class Engine:
                 )
                 if job.state == JobState.COMPLETED:
                     self._history = self._history.record_job(job.spec, runtime)
+        self._refresh_executor(store.jobs(active_only=True))
         for job in store.jobs(active_only=True):
             if job.state == JobState.RUNNING:
                 status = self.executor.poll(job)
@@ -231,11 +238,14 @@ class Engine:
         while not self._stopping.is_set():
             try:
                 self.tick()
+                self._last_failure = None
             except Exception as err:  # one bad pass must not kill the engine
                 log.exception("engine pass failed")
-                self._publish(
-                    ev.EngineMessage(message=f"engine pass failed: {err}", severity="error")
-                )
+                message = f"engine pass failed: {err}"
+                # Say it once, not every pass (an unreachable slurmctld fails them all).
+                if message != self._last_failure:
+                    self._publish(ev.EngineMessage(message=message, severity="error"))
+                self._last_failure = message
             if not self._wake.wait(self._sleep_for()):
                 self._kick.set()  # a deadline or the periodic pass is due
             self._wake.clear()
@@ -282,7 +292,7 @@ class Engine:
             for job in store.jobs(active_only=True):
                 if job.state == JobState.RUNNING:
                     interval = min(interval, self.liveness_interval)
-                    if job.spec.timeout and job.started_at:
+                    if job.spec.timeout and job.started_at and self.slurm is None:
                         deadlines.append(job.started_at + job.spec.timeout)
                 elif job.state == JobState.PENDING and job.not_before:
                     deadlines.append(job.not_before)
@@ -316,6 +326,7 @@ class Engine:
         if poll:
             self._exit_seen.clear()
             self._polled_at = time.monotonic()
+            self._refresh_executor(jobs)
         for job in jobs:
             if job.state == JobState.RUNNING:
                 self._check_running(job, now, poll=poll)
@@ -344,27 +355,99 @@ class Engine:
             # most every liveness interval, or when an exit status appeared.
             if job.cancel_requested_at is not None:
                 self._begin_stop(job, "cancel")
-            elif job.spec.timeout and job.started_at and now - job.started_at >= job.spec.timeout:
+            elif self._past_timeout(job, now):
                 self._begin_stop(job, "timeout")
             return
         result = self.executor.poll(job)
+        if self.slurm is not None:
+            job = self._note_slurm_state(job, now)
         if result.status == AttemptStatus.EXITED:
+            if result.dependency_never_satisfied:
+                self._give_back(job, result)
+                return
+            # Slurm's words for an end loradeck did not ask for (scancel by an admin...).
+            by_cluster = job.cancel_requested_at is None and (
+                result.lost or result.cancelled or result.oom
+            )
             end = AttemptEnd(
                 exit_code=result.exit_code,
                 signal=result.signal,
-                cancelled=job.cancel_requested_at is not None,
-                oom=result.exit_code != 0 and self._log_shows_oom(job),
+                cancelled=job.cancel_requested_at is not None or result.cancelled,
+                timed_out=result.timed_out,
+                lost=result.lost,
+                oom=result.oom or (result.exit_code != 0 and self._log_shows_oom(job)),
                 launch_error=result.launch_error,
+                detail=result.reason if by_cluster else None,
             )
             self._finish(job, end, now)
         elif result.status == AttemptStatus.LOST:
             self._begin_stop(job, "cancel" if job.cancel_requested_at else "lost")
         elif job.cancel_requested_at is not None:
             self._begin_stop(job, "cancel")
-        elif job.spec.timeout and job.started_at and now - job.started_at >= job.spec.timeout:
+        elif self._past_timeout(job, now):
             self._begin_stop(job, "timeout")
         else:
             self.check_health(job, now)
+
+    def _past_timeout(self, job: Job, now: float) -> bool:
+        """Whether the attempt ran past ``timeout``. Not with Slurm: it enforces
+        ``--time`` itself, from when it started the job, not from the hand-over."""
+        timeout = job.spec.timeout
+        return bool(
+            self.slurm is None and timeout and job.started_at and now - job.started_at >= timeout
+        )
+
+    def _refresh_executor(self, jobs: Iterable[Job]) -> None:
+        """Slurm mode: one squeue for every running job, before they are polled."""
+        if self.slurm is not None:
+            self.slurm.refresh(job for job in jobs if job.state == JobState.RUNNING)
+
+    def _note_slurm_state(self, job: Job, now: float) -> Job:
+        """Keep Slurm's view of a handed-over job: its reason ("slurm: PENDING
+        (Resources)") and, once Slurm has started it, when it really started (so that
+        runtimes do not count the wait in Slurm's queue). The job as stored."""
+        assert self.slurm is not None
+        row = self.slurm.slurm_job(job)
+        if row is None:
+            return job
+        if row.state == "PENDING" and self.monitor is not None:
+            self.monitor.forgive_stall(job.id, now)  # waiting in Slurm's queue is no stall
+        # An ended job's reason is about to be its conclusion's.
+        reason = job.reason if row.ended else row.describe()
+        started = row.start if row.ran and row.state != "PENDING" else None
+        moved = started is not None and job.started_at is not None and started > job.started_at
+        if reason == job.reason and not moved:
+            return job
+
+        def apply(current: Job) -> Job:
+            if current.state != JobState.RUNNING or current.attempts != job.attempts:
+                return current
+            changes: dict[str, Any] = {"reason": reason}
+            if moved:
+                changes["started_at"] = started
+            return current.evolve(**changes)
+
+        stored = self._require_store().update(job.id, apply)
+        self._publish(ev.QueueChanged())
+        return stored
+
+    def _give_back(self, job: Job, result: AttemptResult) -> None:
+        """An attempt that Slurm dropped before it ran (its dependency can never be
+        satisfied) goes back to PENDING, uncounted; loradeck's dependency rules (cancel
+        or hold) then decide, as for any job."""
+
+        def apply(current: Job) -> Job:
+            if current.state != JobState.RUNNING or current.attempts != job.attempts:
+                return current
+            return current.transition(
+                JobState.PENDING,
+                attempts=current.attempts - 1,
+                executor_ref=None,
+                reason=result.reason or "slurm: its dependency can never be satisfied",
+            )
+
+        self._require_store().update(job.id, apply)
+        self._publish(ev.QueueChanged())
 
     def check_health(self, job: Job, now: float) -> None:
         """Per running job, each pass: nothing yet (the guards run once per pass)."""
@@ -684,8 +767,6 @@ class Engine:
         store = self._require_store()
         if not any(job.state == JobState.PENDING for job in jobs):
             return
-        running = [job for job in jobs if job.state == JobState.RUNNING]
-        cluster = self.cluster_view(self._snapshot(running), running)
         active_ids = {job.id for job in jobs}
         dep_states: dict[int, JobState] = {job.id: job.state for job in jobs}
         for job in jobs:
@@ -695,19 +776,33 @@ class Engine:
                         dep_states[dep.job_id] = store.get(dep.job_id).state
                     except LoradeckError:
                         dep_states[dep.job_id] = JobState.CANCELLED
-        decision = schedule(
-            SchedulerInput(
-                jobs=self._queue_index(jobs),
-                dep_states=dep_states,
-                cluster=cluster,
+        if self.slurm is not None:
+            # Slurm places jobs: loradeck only hands them over, in its policy's order.
+            decision = slurm_decision(
+                jobs,
+                dep_states,
+                max_submitted=self.settings.slurm.max_submitted,
+                settings=self.settings.scheduler,
                 now=now,
                 usage=self._usage,
                 history=self._history,
-            ),
-            self.settings.scheduler,
-        )
+            )
+            memory_note = None
+        else:
+            running = [job for job in jobs if job.state == JobState.RUNNING]
+            decision = schedule(
+                SchedulerInput(
+                    jobs=self._queue_index(jobs),
+                    dep_states=dep_states,
+                    cluster=self.cluster_view(self._snapshot(running), running),
+                    now=now,
+                    usage=self._usage,
+                    history=self._history,
+                ),
+                self.settings.scheduler,
+            )
+            memory_note = self._ram_guard()
         self._apply_dependency_failures(decision, now)
-        memory_note = self._ram_guard()
         if memory_note is None and decision.starts and not self._stopping.is_set():
             self._launch(decision.starts, now)
         reasons = dict(decision.reasons)

@@ -187,13 +187,16 @@ def _host(engine: Engine, err: TextIO) -> bool:
             file=err,
         )
         return False
-    snapshot = engine.inventory.snapshot()
-    if snapshot.message:
-        print(f"loradeck: {snapshot.message}", file=err)
+    if engine.slurm is None:  # with Slurm, this machine's GPUs do not matter
+        snapshot = engine.inventory.snapshot()
+        if snapshot.message:
+            print(f"loradeck: {snapshot.message}", file=err)
     return True
 
 
-def _fit_check(engine: Engine) -> FitCheck:
+def _fit_check(engine: Engine) -> FitCheck | None:
+    if engine.slurm is not None:
+        return None  # Slurm's nodes, not this machine's GPUs; sbatch refuses what cannot fit
     snapshot = engine.inventory.snapshot()
     return fit_check_for(engine.cluster_view(snapshot, []))
 

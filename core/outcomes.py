@@ -31,6 +31,9 @@ class AttemptEnd:
     stalled: bool = False
     vram_exceeded: bool = False
     launch_error: str | None = None
+    detail: str | None = None
+    """What the executor said about an end it caused (``slurm: NODE_FAIL``), for the
+    reason of a lost, cancelled or out-of-memory attempt."""
     no_retry: bool = False
     """Do not retry whatever the job's retries say (a watchdog that kills for good)."""
 
@@ -48,6 +51,8 @@ class Conclusion:
 def classify(end: AttemptEnd) -> tuple[FailureClass | None, str]:
     """The failure class and a human reason; ``(None, "")`` for a clean exit."""
     if end.cancelled:
+        if end.detail:
+            return FailureClass.CANCELLED, f"cancelled outside loradeck ({end.detail})"
         return FailureClass.CANCELLED, "cancelled by user"
     if end.timed_out:
         return FailureClass.TIMEOUT, "ran past its timeout"
@@ -62,8 +67,12 @@ def classify(end: AttemptEnd) -> tuple[FailureClass | None, str]:
     if end.vram_exceeded:
         return FailureClass.VRAM_GUARD, "used more GPU memory than it declared (VRAM guard)"
     if end.oom:
+        if end.detail:
+            return FailureClass.OOM, f"out of memory ({end.detail})"
         return FailureClass.OOM, "CUDA out of memory"
     if end.lost:
+        if end.detail:
+            return FailureClass.LOST, f"lost: {end.detail}"
         return FailureClass.LOST, "lost: its tmux window vanished without an exit status"
     if end.signal:
         try:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from slurm_fixtures import slurm_cluster, slurm_home  # noqa: F401  (the Slurm tests' fixtures)
 from tmux_fixtures import (  # noqa: F401  (fixtures for the whole suite)
     kill_job_processes,
     make_tmux_job,

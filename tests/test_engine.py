@@ -61,7 +61,8 @@ def test_cancel_kills_the_whole_tree(harness: Harness, tmp_path: Path) -> None:
         tmp_path,
     )
     harness.wait_state(job.id, JobState.RUNNING)
-    wait_for(lambda: "started" in harness.job(job.id).log_file.read_text(), 15, "job output")
+    log_file = harness.job(job.id).log_file
+    wait_for(lambda: log_file.exists() and "started" in log_file.read_text(), 15, "job output")
     pids = harness.engine.executor.pids(harness.job(job.id))
     assert len(pids) >= 3
     harness.store.update(job.id, lambda j: cancel_job(j, time.time()))
