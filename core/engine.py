@@ -386,8 +386,6 @@ class Engine:
             self._begin_stop(job, "cancel")
         elif self._past_timeout(job, now):
             self._begin_stop(job, "timeout")
-        else:
-            self.check_health(job, now)
 
     def _past_timeout(self, job: Job, now: float) -> bool:
         """Whether the attempt ran past ``timeout``. Not with Slurm: it enforces
@@ -448,9 +446,6 @@ class Engine:
 
         self._require_store().update(job.id, apply)
         self._publish(ev.QueueChanged())
-
-    def check_health(self, job: Job, now: float) -> None:
-        """Per running job, each pass: nothing yet (the guards run once per pass)."""
 
     def _diverged(self, job: Job, step: int | None) -> None:
         """The monitor saw a non-finite loss (called on the monitor's thread)."""

@@ -418,7 +418,7 @@ class LiveFacade:
         self.tmux_socket = tmux_socket or settings.executor.tmux_socket
         self.config_path = config_path
         parse_gpu_spec(self.gpus_spec, source="--gpus" if gpus else "resources.gpus")
-        if engine is None and shutil.which("tmux") is None:
+        if engine is None and settings.executor.kind == "tmux" and shutil.which("tmux") is None:
             raise ExecutorError(
                 "tmux is not installed or not on PATH; install it (apt install tmux, "
                 "brew install tmux)",
@@ -581,7 +581,10 @@ class LiveFacade:
             self.home,
             plan,
             self.settings,
-            fit_check=lambda spec: never_fits(spec, cluster),
+            # With Slurm the GPUs are the cluster's, not this (login) node's.
+            fit_check=None
+            if self.settings.executor.kind == "slurm"
+            else lambda spec: never_fits(spec, cluster),
             settings_file=self.config_path,
         )
         self._changed()
@@ -742,7 +745,8 @@ class LiveFacade:
 
         executor = self.engine.executor
         if not isinstance(executor, TmuxExecutor):
-            raise LoradeckError(f"job {job.id} does not run in tmux", title="attach")
+            # No window to attach to (Slurm): follow the job's output instead.
+            return AttachPlan(tuple(executor.attach_command(job)), suspend=True, env=None)
         if job.state != JobState.RUNNING and not job.executor_ref:
             raise LoradeckError(
                 f"job {job.id} has no tmux window ({job.state.value.lower()})", title="attach"

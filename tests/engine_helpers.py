@@ -10,6 +10,7 @@ import pytest
 from conftest import wait_for, write
 
 from loradeck.core.batch import load_batch
+from loradeck.core.engine import Engine
 from loradeck.core.events import Event
 from loradeck.core.home import Home
 from loradeck.core.models import Job, JobState
@@ -28,11 +29,17 @@ class Harness:
     """An engine in this process, plus a second store handle acting like a CLI."""
 
     def __init__(
-        self, root: Path, socket: str, settings: Settings = FAST, gpus: str = "sim:4"
+        self,
+        root: Path,
+        socket: str | None = None,
+        settings: Settings = FAST,
+        gpus: str = "sim:4",
+        *,
+        engine: Engine | None = None,
     ) -> None:
         self.home = Home.open(root)
         self.settings = settings
-        self.engine = build_engine(
+        self.engine = engine or build_engine(
             self.home, settings, gpus=gpus, tmux_session="ld", tmux_socket=socket
         )
         self.events: list[Event] = []

@@ -63,7 +63,8 @@ def watched(tmp_path: Path, tmux_socket: str) -> Iterator[Harness]:
 
 
 def test_trainer_progress_reaches_the_store_while_it_runs(watched: Harness, tmp_path: Path) -> None:
-    (job,) = watched.submit(toy_job(tmp_path, "toy", sleep_per_step=0.05), tmp_path)
+    # ~8 s of steps, so that several progress saves (every 2 s) land while it runs
+    (job,) = watched.submit(toy_job(tmp_path, "toy", sleep_per_step=0.5), tmp_path)
 
     def running_with_progress() -> bool:
         current = watched.job(job.id)

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 from conftest import Cli, wait_for, write
+from engine_helpers import Harness
 from slurm_fixtures import SlurmCluster, cancel_home_jobs
 
 from loradeck.core.actions import cancel_job
 from loradeck.core.batch import load_batch
-from loradeck.core.engine import Engine
-from loradeck.core.events import Event
 from loradeck.core.executor.slurm import SlurmExecutor
 from loradeck.core.executor.slurm_states import parse_scontrol_job
 from loradeck.core.home import Home
@@ -61,37 +60,17 @@ def slurm_settings(**slurm: object) -> Settings:
     )
 
 
-class SlurmHarness:
+class SlurmHarness(Harness):
     """An engine in Slurm mode in this process, plus a store handle acting like a CLI."""
 
     def __init__(self, home: Home, settings: Settings | None = None) -> None:
-        self.home = home
-        self.settings = settings or slurm_settings()
-        self.engine: Engine = build_engine(home, self.settings)
+        settings = settings or slurm_settings()
+        super().__init__(home.root, settings=settings, engine=build_engine(home, settings))
         assert isinstance(self.engine.executor, SlurmExecutor)
         self.executor: SlurmExecutor = self.engine.executor
-        self.events: list[Event] = []
-        self.engine.bus.subscribe(self.events.append)
-        self.store = Store(home.root)
-
-    def submit(self, batch_text: str, folder: Path) -> list[Job]:
-        path = write(folder / f"batch-{time.monotonic_ns()}.toml", batch_text)
-        _, jobs = submit_plan(self.store, self.home, load_batch(path, self.settings))
-        self.engine.wake()
-        return jobs
-
-    def job(self, job_id: int) -> Job:
-        self.store.refresh()
-        return self.store.get(job_id)
 
     def wait(self, job_id: int, *states: JobState, timeout: float = 60) -> Job:
-        def check() -> Job | None:
-            job = self.job(job_id)
-            return job if job.state in states else None
-
-        found = wait_for(check, timeout, f"job {job_id} to reach {'/'.join(states)}")
-        assert isinstance(found, Job)
-        return found
+        return self.wait_state(job_id, *states, timeout=timeout)
 
     def wait_reason(self, job_id: int, prefix: str, timeout: float = 60) -> Job:
         def check() -> Job | None:
@@ -377,3 +356,20 @@ def test_cli_runs_a_batch_through_slurm(slurm_home: Home, cli: Cli, tmp_path: Pa
     for job in listing:  # each ran as a Slurm job
         assert len(list(slurm_home.job_dir(job["id"]).glob("slurm-*.out"))) == 1
     assert "a on " in (slurm_home.job_dir(listing[0]["id"]) / "output.log").read_text()
+
+
+def test_attach_follows_the_log_when_there_is_no_window(
+    slurm_engine: SlurmHarness, tmp_path: Path
+) -> None:
+    from loradeck.core.facade import LiveFacade
+
+    facade = LiveFacade(slurm_engine.home, slurm_engine.settings, engine=slurm_engine.engine)
+    (job,) = slurm_engine.submit(
+        '[[job]]\nname = "tail"\ncommand = "sleep 60"\ngpus = 1\n', tmp_path
+    )
+    running = slurm_engine.wait(job.id, JobState.RUNNING)
+    plan = facade.attach_plan(running, {})
+    assert plan.argv == ("tail", "-n", "200", "-F", str(running.log_file))
+    assert plan.suspend
+    slurm_engine.store.update(job.id, lambda j: cancel_job(j, time.time()))
+    slurm_engine.wait(job.id, JobState.CANCELLED)
