@@ -423,18 +423,17 @@ def cmd_simulate(ctx: Context) -> int:
 
 
 def cmd_gpus(ctx: Context) -> int:
+    from loradeck.core.clusterview import sim_usage
     from loradeck.core.gpu import GpuInventory, format_inventory, inventory_json
 
     inventory = GpuInventory(ctx.args.gpus_spec or ctx.settings.resources.gpus)
     try:
         running = [job for job in ctx.store.jobs(active_only=True) if job.state == JobState.RUNNING]
-        sim_usage: dict[int, list[tuple[int, float]]] = {}
         jobs_by_gpu: dict[int, list[str]] = {}
         for job in running:
             for gpu in job.gpu_ids:
-                sim_usage.setdefault(gpu, []).append((job.id, job.spec.vram_gb or 0.0))
                 jobs_by_gpu.setdefault(gpu, []).append(f"{job.id} {job.name}")
-        snapshot = inventory.snapshot(sim_usage=sim_usage)
+        snapshot = inventory.snapshot(sim_usage=sim_usage(inventory.spec, running))
     finally:
         inventory.close()
     if ctx.args.json:

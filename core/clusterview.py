@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from loradeck.core.gpu import InventorySnapshot, foreign_usage_gb
-from loradeck.core.models import JobSpec
+from loradeck.core.gpu import GpuSpec, InventorySnapshot, foreign_usage_gb
+from loradeck.core.models import Job, JobSpec
 from loradeck.core.scheduler import ClusterView, GpuView, never_fits
 from loradeck.core.settings import Settings
 
@@ -41,3 +41,18 @@ def fit_check_for(cluster: ClusterView) -> Callable[[JobSpec], str | None]:
         return never_fits(spec, cluster)
 
     return check
+
+
+def sim_usage(spec: GpuSpec, running: Iterable[Job]) -> dict[int, list[tuple[int, float]]]:
+    """What simulated GPUs report as used: each running job's declared ``vram_gb`` (the
+    whole GPU for a job that declared none), keyed by GPU; GPUs the spec does not have
+    are left out. Empty for real GPUs, which report their own memory."""
+    if not spec.simulated:
+        return {}
+    usage: dict[int, list[tuple[int, float]]] = {}
+    for job in running:
+        for gpu in job.gpu_ids:
+            if 0 <= gpu < spec.sim_count:
+                gb = job.spec.vram_gb if job.spec.vram_gb is not None else spec.sim_memory_gb
+                usage.setdefault(gpu, []).append((job.id, gb))
+    return usage

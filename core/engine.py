@@ -31,7 +31,7 @@ from typing import Any
 import psutil
 
 from loradeck.core import events as ev
-from loradeck.core.clusterview import cluster_from_snapshot
+from loradeck.core.clusterview import cluster_from_snapshot, sim_usage
 from loradeck.core.configcopy import read_config_value, update_config_copy
 from loradeck.core.errors import LoradeckError
 from loradeck.core.eta import batch_eta
@@ -727,23 +727,16 @@ class Engine:
         return self.last_snapshot.gpus if self.last_snapshot is not None else ()
 
     def _sim_usage(self, running: list[Job] | None = None) -> dict[int, list[tuple[int, float]]]:
-        """What simulated GPUs report: the memory their jobs declared (whole GPUs for
-        jobs that declared none). Real GPUs ignore it."""
-        spec = self.inventory.spec
-        if not spec.simulated:
+        """What simulated GPUs report (see clusterview.sim_usage); the running jobs are
+        read from the store when not given (the sampler's thread)."""
+        if not self.inventory.spec.simulated:
             return {}
         if running is None:
             store = self.store
             if store is None:
                 return {}
             running = [j for j in store.jobs(active_only=True) if j.state == JobState.RUNNING]
-        usage: dict[int, list[tuple[int, float]]] = {}
-        for job in running:
-            for gpu in job.gpu_ids:
-                if 0 <= gpu < spec.sim_count:
-                    gb = job.spec.vram_gb if job.spec.vram_gb is not None else spec.sim_memory_gb
-                    usage.setdefault(gpu, []).append((job.id, gb))
-        return usage
+        return sim_usage(self.inventory.spec, running)
 
     def _snapshot(self, running: list[Job]) -> InventorySnapshot:
         snapshot = self.inventory.snapshot(sim_usage=self._sim_usage(running))

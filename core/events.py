@@ -144,6 +144,18 @@ class QueueChanged(Event):
     kind: ClassVar[str] = "queue_changed"
 
 
+def event_types() -> dict[str, type[Event]]:
+    """Every concrete event class by its ``kind`` (to read events.jsonl back)."""
+    found: dict[str, type[Event]] = {}
+    pending: list[type[Event]] = [Event]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        found.setdefault(cls.kind, cls)
+    found.pop(Event.kind, None)
+    return found
+
+
 #: Events written to events.jsonl and offered to hooks (not the high-rate ones).
 LOGGED_KINDS = frozenset(
     {

@@ -34,6 +34,7 @@ import psutil
 
 from loradeck.core import events as ev
 from loradeck.core.actions import cancel_job, retry_job, set_priority, toggle_hold
+from loradeck.core.clusterview import sim_usage
 from loradeck.core.errors import EngineLockedError, ExecutorError, LoradeckError
 from loradeck.core.gpu import GpuSnapshot, parse_gpu_spec, process_name
 from loradeck.core.home import Home
@@ -187,24 +188,7 @@ class Facade(Protocol):
 
 # --------------------------------------------------------------------------- readers
 
-_EVENT_TYPES: dict[str, type[ev.Event]] = {
-    cls.kind: cls
-    for cls in (
-        ev.JobSubmitted,
-        ev.JobStarted,
-        ev.JobCompleted,
-        ev.JobFailed,
-        ev.JobCancelled,
-        ev.JobRetrying,
-        ev.JobHeld,
-        ev.JobAdopted,
-        ev.JobProgress,
-        ev.CheckpointSaved,
-        ev.JobWarning,
-        ev.EngineMessage,
-        ev.QueueChanged,
-    )
-}
+_EVENT_TYPES = ev.event_types()
 
 
 def event_from_json(data: Mapping[str, object]) -> ev.Event | None:
@@ -638,17 +622,11 @@ class LiveFacade:
         store = self._require_store()
         running = [job for job in store.jobs(active_only=True) if job.state == JobState.RUNNING]
         inventory = self.engine.inventory
-        sim_usage: dict[int, list[tuple[int, float]]] = {}
         jobs_by_gpu: dict[int, list[tuple[int, str]]] = {}
         for job in running:
             for gpu in job.gpu_ids:
-                used = job.spec.vram_gb or inventory.spec.sim_memory_gb
-                sim_usage.setdefault(gpu, []).append((job.id, used))
                 jobs_by_gpu.setdefault(gpu, []).append((job.id, job.name))
-        if inventory.spec.simulated:
-            known = range(inventory.spec.sim_count)
-            sim_usage = {gpu: use for gpu, use in sim_usage.items() if gpu in known}
-        snapshot = inventory.snapshot(sim_usage=sim_usage)
+        snapshot = inventory.snapshot(sim_usage=sim_usage(inventory.spec, running))
         pids = set() if inventory.spec.simulated else self._loradeck_pids(running)
         memory = psutil.virtual_memory()
         return MachineReading(

@@ -76,3 +76,15 @@ def test_done_batch_and_no_gpus() -> None:
         batch_eta([job(2)], ClusterView(gpus=()), SchedulerSettings(), RuntimeHistory.empty(), NOW)
         is None
     )
+
+
+def test_sim_usage_reports_declared_vram_and_whole_gpus() -> None:
+    from loradeck.core.clusterview import sim_usage
+    from loradeck.core.gpu import parse_gpu_spec
+
+    shared = running(job(1, vram_gb=6), eta_s=None)
+    whole = job(2).transition(JobState.RUNNING, started_at=NOW, gpu_ids=(1,))
+    stray = job(3).transition(JobState.RUNNING, started_at=NOW, gpu_ids=(7,))
+    usage = sim_usage(parse_gpu_spec("sim:2x24"), [shared, whole, stray])
+    assert usage == {0: [(1, 6.0)], 1: [(2, 24.0)]}
+    assert sim_usage(parse_gpu_spec("0,1"), [shared]) == {}

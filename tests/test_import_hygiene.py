@@ -22,6 +22,18 @@ CORE_MODULES = [
     "loradeck.core.gpu",
     "loradeck.core.executor",
     "loradeck.core.monitor",
+    "loradeck.core.engine",
+    "loradeck.core.headless",
+    "loradeck.core.runtime",
+    "loradeck.core.facade",
+    "loradeck.core.jobmonitor",
+    "loradeck.core.eta",
+    "loradeck.core.clusterview",
+    "loradeck.core.events",
+    "loradeck.core.evaluation",
+    "loradeck.core.evaluation.commands",
+    "loradeck.core.executor.slurm",
+    "loradeck.core.slurmmode",
 ]
 
 
