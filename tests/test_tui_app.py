@@ -185,3 +185,12 @@ def test_scene_jobs_cover_every_state() -> None:
     states = {job.state for job in SceneFacade().jobs()}
     assert states == set(JobState) - {JobState.TIMEOUT}
     assert dataclasses.is_dataclass(ev.JobProgress)
+
+
+async def test_engine_events_after_the_app_closed_are_ignored() -> None:
+    # The engine's threads may deliver an event while the app tears its screens down.
+    app = scene_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+    app.tell("events")
+    app.tell("jobs", (1,))

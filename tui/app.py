@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from textual import on
-from textual.app import App, SystemCommand
+from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.dom import DOMNode
 from textual.screen import Screen
@@ -216,7 +216,10 @@ class LoradeckApp(App[int]):
 
     def tell(self, change: Change, job_ids: Iterable[int] = ()) -> None:
         """Tell the visible screen what changed (others catch up when shown)."""
-        screen = self.screen
+        try:
+            screen = self.screen
+        except ScreenStackError:
+            return  # an engine event that arrived while the app is closing
         if isinstance(screen, DeckScreen):
             screen.deck_changed(change, job_ids)
 
