@@ -102,6 +102,12 @@ class MonitoringSettings(_Section):
     metrics_retention_days: float = Field(default=30.0, gt=0)
 
 
+class TuiSettings(_Section):
+    theme: str | None = Field(default=None, min_length=1, max_length=64)
+    """The theme to start with (``loradeck-dark``, ``loradeck-light``, ...; a user theme by
+    name). ``LORADECK_THEME`` overrides it; unset means the dark theme."""
+
+
 class EvaluationSettings(_Section):
     auto_evaluate: bool = False
     test_prompts: Path | list[str] | None = None
@@ -179,6 +185,7 @@ class Settings(_Section):
     """Your own trainer presets; they add to (and may replace) the built-in ones."""
     parsers: list[UserRegex] = Field(default_factory=list)
     hooks: HookSettings = HookSettings()
+    tui: TuiSettings = TuiSettings()
 
     def trainer(self, name: str) -> TrainerPreset | None:
         return self.trainers.get(name) or BUILTIN_TRAINERS.get(name)
