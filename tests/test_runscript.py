@@ -66,6 +66,7 @@ def run_job(tmp_path: Path) -> RunJob:
         proc_env: Mapping[str, str] | None = None,
         gpu_ids: tuple[int, ...] = (0,),
         extra_env: Mapping[str, str] | None = None,
+        gpus_from_var: str | None = None,
         **spec: Any,
     ) -> tuple[Job, subprocess.CompletedProcess[bytes]]:
         job = _job(tmp_path / f"job{next(counter)}", command, **spec)
@@ -79,6 +80,7 @@ def run_job(tmp_path: Path) -> RunJob:
                 python=sys.executable,
                 max_log_bytes=1 << 20,
                 extra_env=extra_env or {},
+                gpus_from_var=gpus_from_var,
             )
         )
         done = subprocess.run(
@@ -168,6 +170,37 @@ def test_exports(run_job: RunJob, tmp_path: Path) -> None:
         "x",
         str(job.output_dir),
     ]
+
+
+@pytest.mark.parametrize(("given", "seen"), [("3,1", "3,1"), (None, "")])
+def test_gpus_can_come_from_a_variable_set_at_run_time(
+    run_job: RunJob, given: str | None, seen: str
+) -> None:
+    """The Slurm executor's case: the GPUs are the ones Slurm gave, read when run.sh runs;
+    a job's env cannot set that variable to pick other GPUs."""
+    proc_env = {"GIVEN_GPUS": given} if given is not None else {}
+    job, _ = run_job(
+        'printf "%s|" "$CUDA_VISIBLE_DEVICES"',
+        gpu_ids=(),
+        gpus_from_var="GIVEN_GPUS",
+        proc_env=proc_env,
+    )
+    assert job.log_file.read_text() == f"{seen}|"
+
+
+def test_gpus_from_var_must_be_a_variable_name(tmp_path: Path) -> None:
+    job = _job(tmp_path, "true")
+    spec = RunSpec(
+        job=job,
+        attempt=1,
+        gpu_ids=(),
+        token=TOKEN,
+        python=sys.executable,
+        max_log_bytes=1024,
+        gpus_from_var="X; rm -rf /",
+    )
+    with pytest.raises(ValueError, match="shell variable name"):
+        render_run_script(spec)
 
 
 def test_bad_env_names_are_refused(tmp_path: Path) -> None:

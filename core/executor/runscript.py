@@ -69,6 +69,10 @@ class RunSpec:
     close_on_success_with: str | None = None
     """Absolute path of tmux: on success, run.sh turns remain-on-exit off for its own
     pane so that the window closes. None keeps the window."""
+    gpus_from_var: str | None = None
+    """A shell variable that holds the job's GPU list when run.sh runs (the Slurm executor's,
+    filled from what Slurm gave the job): ``CUDA_VISIBLE_DEVICES`` is exported from it
+    instead of from ``gpu_ids``. None uses ``gpu_ids``."""
 
 
 def loradeck_env(spec: RunSpec) -> dict[str, str]:
@@ -106,7 +110,7 @@ def render_run_script(spec: RunSpec) -> str:
         f"__ld_attempt={spec.attempt}",
         "",
         "__ld_own_env() {",
-        *(f"  export {name}={q(value)}" for name, value in loradeck_env(spec).items()),
+        *(_export_line(spec, name, value) for name, value in loradeck_env(spec).items()),
         "}",
         "",
         "__ld_fail() {",
@@ -161,6 +165,14 @@ def render_run_script(spec: RunSpec) -> str:
         ]
     lines.append('exit "$__ld_code"')
     return "\n".join(lines) + "\n"
+
+
+def _export_line(spec: RunSpec, name: str, value: str) -> str:
+    if name == "CUDA_VISIBLE_DEVICES" and spec.gpus_from_var is not None:
+        if not spec.gpus_from_var.isidentifier():
+            raise ValueError(f"gpus_from_var must be a shell variable name: {spec.gpus_from_var!r}")
+        return f'  export CUDA_VISIBLE_DEVICES="${{{spec.gpus_from_var}-}}"'
+    return f"  export {name}={shlex.quote(value)}"
 
 
 def write_run_files(spec: RunSpec) -> JobFiles:

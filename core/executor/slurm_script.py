@@ -26,7 +26,7 @@ import os
 import re
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from loradeck.core.errors import ExecutorError
@@ -183,34 +183,13 @@ def render_batch_script(job: Job, attempt: int, sbatch: Sequence[str] = ()) -> s
 def write_batch_files(spec: RunSpec, sbatch: Sequence[str] = ()) -> Path:
     """Write ``run.sh`` and ``command.sh`` (the tmux executor's, GPUs from Slurm) and
     ``slurm.sh`` (``sbatch``: its arguments, for people); the path of ``slurm.sh``."""
-    files = write_run_files(spec)
     job = spec.job
     if job.spec.gpus:
-        _take_gpus_from_slurm(files.run_script, job)
+        spec = replace(spec, gpus_from_var=GPUS_VAR)
+    files = write_run_files(spec)
     script = files.folder / BATCH_SCRIPT
     _write_script(script, render_batch_script(job, spec.attempt, sbatch), job)
     return script
-
-
-def _take_gpus_from_slurm(run_script: Path, job: Job) -> None:
-    """In ``run.sh``, export the GPUs Slurm chose instead of the (empty) list loradeck
-    gave: the one line that sets ``CUDA_VISIBLE_DEVICES``."""
-    ours = "  export CUDA_VISIBLE_DEVICES=''"
-    theirs = f'  export CUDA_VISIBLE_DEVICES="${{{GPUS_VAR}-}}"'
-    try:
-        text = run_script.read_text(encoding="utf-8", errors="surrogateescape")
-        lines = text.split("\n")
-        found = [index for index, line in enumerate(lines) if line == ours]
-        if len(found) != 1:
-            raise ExecutorError(
-                f"job {job.id}: run.sh does not set CUDA_VISIBLE_DEVICES in the one place "
-                "the slurm executor expects (the run-script layout changed); this is a "
-                "loradeck bug, please report it"
-            )
-        lines[found[0]] = theirs
-    except OSError as err:
-        raise ExecutorError(f"job {job.id}: cannot read {run_script}: {err}") from err
-    _write_script(run_script, "\n".join(lines), job)
 
 
 def _write_script(path: Path, text: str, job: Job) -> None:
