@@ -13,12 +13,23 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
-from loradeck.core.actions import cancel_job, hold_job, release_job, retry_job, set_priority
-from loradeck.core.errors import IllegalTransitionError, LoradeckError, ValidationError
+from loradeck.core.actions import (
+    SlurmControl,
+    apply_hold,
+    apply_priority,
+    apply_release,
+    cancel_job,
+    retry_job,
+)
+from loradeck.core.errors import (
+    ExecutorError,
+    IllegalTransitionError,
+    LoradeckError,
+    ValidationError,
+)
 from loradeck.core.evaluation.commands import (
     add_eval_arguments,
     add_results_arguments,
@@ -56,14 +67,29 @@ class Context:
             kind = settings.executor.model_copy(update={"kind": args.executor})
             settings = settings.model_copy(update={"executor": kind})
         self.settings: Settings = settings
-        self.home = Home.open(args.home)
+        slurm = settings.executor.kind == "slurm"
+        # In Slurm mode job folders go on the shared root, where compute nodes see them.
+        self.home = Home.open(args.home, shared_root=settings.slurm.shared_root if slurm else None)
         self._store: Store | None = None
+        self._slurm: SlurmControl | None = None
 
     @property
     def store(self) -> Store:
         if self._store is None:
             self._store = Store(self.home.root)
         return self._store
+
+    @property
+    def slurm(self) -> SlurmControl | None:
+        """The Slurm executor in Slurm mode (for hold, release and priority of jobs
+        handed to Slurm), else None. Nothing asks Slurm until a job needs it."""
+        if self.settings.executor.kind != "slurm":
+            return None
+        if self._slurm is None:
+            from loradeck.core.executor.slurm import SlurmExecutor
+
+            self._slurm = SlurmExecutor(self.settings.slurm, home=self.home)
+        return self._slurm
 
     def close(self) -> None:
         if self._store is not None:
@@ -277,22 +303,30 @@ def cmd_status(ctx: Context) -> int:
 # --------------------------------------------------------------------------- actions
 
 
-def _apply_at(job: Job, *, action: Callable[[Job, float], Job], at: float) -> Job:
-    return action(job, at)
+#: An action on one job of the store: (store, job id, now) -> the job as stored.
+StoreAction = Callable[[Store, int, float], Job]
 
 
-def _act_on_each(
-    ctx: Context, refs: Sequence[str], action: Callable[[Job, float], Job], verb: str
-) -> int:
-    """Applies ``action`` to each job in its own durable transaction; reports each."""
+def _pure(action: Callable[[Job, float], Job]) -> StoreAction:
+    """A pure action (see loradeck.core.actions) applied in one store transaction."""
+
+    def apply(store: Store, job_id: int, now: float) -> Job:
+        return store.update(job_id, lambda job: action(job, now))
+
+    return apply
+
+
+def _act_on_each(ctx: Context, refs: Sequence[str], action: StoreAction, verb: str) -> int:
+    """Applies ``action`` to each job (each in its own durable transaction); reports
+    each, and goes on after one that cannot be done (exit 2 then)."""
     failures = 0
     for job in resolve_job_refs(ctx.store, refs):
-        now = time.time()
         try:
-            updated = ctx.store.update(job.id, partial(_apply_at, action=action, at=now))
-        except IllegalTransitionError as err:
+            updated = action(ctx.store, job.id, time.time())
+        except (IllegalTransitionError, ExecutorError) as err:
             failures += 1
-            print(f"loradeck: job {job.id}: cannot {verb}: {err.message}", file=sys.stderr)
+            text = err.message.removeprefix(f"job {job.id}: ")
+            print(f"loradeck: job {job.id}: cannot {verb}: {text}", file=sys.stderr)
             continue
         print(f"job {updated.id} ({updated.name}): {updated.state.value.lower()}", end="")
         print(f" ({updated.reason})" if updated.reason else "")
@@ -300,26 +334,38 @@ def _act_on_each(
 
 
 def cmd_cancel(ctx: Context) -> int:
-    return _act_on_each(ctx, ctx.args.ids, cancel_job, "cancel")
+    return _act_on_each(ctx, ctx.args.ids, _pure(cancel_job), "cancel")
 
 
 def cmd_hold(ctx: Context) -> int:
-    return _act_on_each(ctx, ctx.args.ids, hold_job, "hold")
+    """Hold jobs; one already handed to Slurm is held there (while Slurm has not
+    started it)."""
+    return _act_on_each(
+        ctx, ctx.args.ids, lambda store, i, now: apply_hold(store, i, now, slurm=ctx.slurm), "hold"
+    )
 
 
 def cmd_release(ctx: Context) -> int:
-    return _act_on_each(ctx, ctx.args.ids, release_job, "release")
+    return _act_on_each(
+        ctx,
+        ctx.args.ids,
+        lambda store, i, now: apply_release(store, i, now, slurm=ctx.slurm),
+        "release",
+    )
 
 
 def cmd_retry(ctx: Context) -> int:
-    return _act_on_each(ctx, ctx.args.ids, retry_job, "retry")
+    return _act_on_each(ctx, ctx.args.ids, _pure(retry_job), "retry")
 
 
 def cmd_priority(ctx: Context) -> int:
+    """Set a job's priority; for one in Slurm, its nice too where Slurm allows it."""
     value: int = ctx.args.value
-
     return _act_on_each(
-        ctx, [ctx.args.id], lambda job, now: set_priority(job, value), "change priority"
+        ctx,
+        [ctx.args.id],
+        lambda store, i, now: apply_priority(store, i, value, slurm=ctx.slurm),
+        "change priority",
     )
 
 
@@ -424,6 +470,9 @@ def cmd_simulate(ctx: Context) -> int:
 
 def cmd_gpus(ctx: Context) -> int:
     from loradeck.core.clusterview import sim_usage
+
+    if ctx.settings.executor.kind == "slurm":
+        return _slurm_nodes(ctx)
     from loradeck.core.gpu import GpuInventory, format_inventory, inventory_json
 
     inventory = GpuInventory(ctx.args.gpus_spec or ctx.settings.resources.gpus)
@@ -440,6 +489,43 @@ def cmd_gpus(ctx: Context) -> int:
         print(json.dumps(inventory_json(snapshot, jobs_by_gpu), indent=2))
     else:
         print(format_inventory(snapshot, jobs_by_gpu))
+    return EXIT_OK
+
+
+def _slurm_nodes(ctx: Context) -> int:
+    """In Slurm mode the GPUs are the partition's: its nodes as sinfo shows them."""
+    import dataclasses
+
+    from loradeck.core.executor.slurm import SlurmExecutor
+
+    executor = SlurmExecutor(ctx.settings.slurm, home=ctx.home)
+    nodes = executor.nodes()
+    if ctx.args.json:
+        print(json.dumps([dataclasses.asdict(node) for node in nodes], indent=2))
+        return EXIT_OK
+    where = ctx.settings.slurm.partition or "every partition"
+    if not nodes:
+        print(f"no Slurm nodes in {where}")
+        return EXIT_OK
+    rows = [("NODE", "PARTITION", "STATE", "GPUS", "CPUS", "MEM GiB", "REASON")]
+    for node in nodes:
+        rows.append(
+            (
+                node.name,
+                node.partition,
+                node.state,
+                f"{node.gpus_used}/{node.gpus_total}",
+                f"{node.cpus_used}/{node.cpus_total}",
+                f"{node.mem_used_mb / 1024:.1f}/{node.mem_total_mb / 1024:.1f}",
+                node.reason,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print(f"Slurm nodes of {where} (GPUs, CPUs and memory: in use/total)")
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     return EXIT_OK
 
 
@@ -558,7 +644,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", action="store_true", help="every strategy side by side")
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("gpus", help="show the GPUs, their memory, and who uses them")
+    p = sub.add_parser(
+        "gpus",
+        help="show the GPUs, their memory, and who uses them (Slurm: the partition's nodes)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_gpus)
 

@@ -6,12 +6,18 @@ Layout::
     <home>/jobs/<id>/      one folder per job: run script, log, exit status, config copy
     <home>/events.jsonl    every engine event, one JSON object a line
     <home>/engine.lock     the engine lease (whoever holds it runs the scheduler)
+
+With Slurm and ``slurm.shared_root`` set, job folders live where the compute nodes see
+them too: ``<shared_root>/loradeck-<home key>/jobs/<id>/`` (the key tells homes apart),
+unless the home itself is on the shared root.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import platformdirs
@@ -48,18 +54,35 @@ def ensure_private_dir(path: Path) -> Path:
 
 @dataclass(frozen=True)
 class Home:
-    """Paths inside one home. Creating a Home creates its folder (0700)."""
+    """Paths inside one home. :meth:`open` creates its folder (0700)."""
 
     root: Path
+    shared_root: Path | None = None
+    """Slurm's ``shared_root``: job folders go under it (see :attr:`jobs_dir`)."""
 
     @classmethod
-    def open(cls, explicit: str | os.PathLike[str] | None = None) -> Home:
+    def open(
+        cls, explicit: str | os.PathLike[str] | None = None, *, shared_root: Path | None = None
+    ) -> Home:
+        """The home (``--home``, ``$LORADECK_HOME`` or the default), created if needed;
+        ``shared_root`` in Slurm mode (nothing is created there until a job is)."""
         root = ensure_private_dir(resolve_home(explicit))
-        return cls(root)
+        return cls(root, shared_root.expanduser().absolute() if shared_root else None)
 
     @property
+    def key(self) -> str:
+        """A short, stable id of this home (its path hashed): it tells apart homes that
+        share a Slurm root or cluster (Slurm jobs carry it in their ``--comment``)."""
+        return hashlib.sha256(str(self.root.absolute()).encode()).hexdigest()[:12]
+
+    @cached_property
     def jobs_dir(self) -> Path:
-        return self.root / "jobs"
+        """Where job folders go: ``<home>/jobs``, or, with a shared root the home is not
+        on, ``<shared_root>/loradeck-<key>/jobs`` (so compute nodes can write the logs)."""
+        shared = self.shared_root
+        if shared is None or self.root.resolve().is_relative_to(shared.resolve()):
+            return self.root / "jobs"
+        return shared / f"loradeck-{self.key}" / "jobs"
 
     def job_dir(self, job_id: int) -> Path:
         return self.jobs_dir / str(job_id)

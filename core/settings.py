@@ -81,12 +81,29 @@ class ExecutorSettings(_Section):
 
 class SlurmSettings(_Section):
     partition: str | None = None
+    """sbatch's ``--partition``; Slurm's default partition when unset."""
     account: str | None = None
     qos: str | None = None
     extra_sbatch: list[str] = Field(default_factory=list)
+    """More sbatch options, one item each (``["--constraint=a100"]``)."""
     shared_root: Path | None = None
-    """An output root both the login node and the compute nodes see."""
+    """A folder both the login node and the compute nodes see (absolute). Job folders
+    (batch script, log, exit status) go under it, in ``loradeck-<home key>/jobs``, unless
+    the home itself is on it; a job whose folder is elsewhere is not handed to Slurm."""
     max_submitted: int = Field(default=100, ge=1)
+    """At most this many jobs are in Slurm (waiting or running) at once."""
+
+    @field_validator("shared_root")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        value = value.expanduser()
+        if not value.is_absolute():
+            raise ValueError(
+                f"must be an absolute path that the compute nodes see too, got {str(value)!r}"
+            )
+        return value
 
 
 class MonitoringSettings(_Section):

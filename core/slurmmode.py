@@ -4,7 +4,8 @@ With Slurm, Slurm places jobs (nodes, GPUs, backfill). loradeck's part is only t
 pending jobs over in its policy's order (``scheduler.strategy``), at most
 ``slurm.max_submitted`` at a time, and to keep its own dependency rules:
 
-* A job is *handed over* while it is RUNNING in loradeck (PENDING or RUNNING in Slurm);
+* A job is *handed over* while it is RUNNING in loradeck (PENDING or RUNNING in Slurm),
+  or HELD with its attempt held in Slurm (:func:`~loradeck.core.actions.held_in_slurm`);
   handed-over jobs count against ``max_submitted``.
 * A pending job may go once each dependency either ended in a way its condition accepts
   (then Slurm needs no dependency), or is handed over on its **last** attempt (then
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from loradeck.core.actions import held_in_slurm
 from loradeck.core.models import Dependency, Job, JobState
 from loradeck.core.scheduler import (
     Decision,
@@ -59,7 +61,7 @@ def slurm_decision(
     by_id = {job.id: job for job in jobs}
     if len(by_id) != len(jobs):
         raise ValueError("two jobs with one id")
-    handed = sum(1 for job in jobs if job.state == JobState.RUNNING)
+    handed = sum(1 for job in jobs if job.state == JobState.RUNNING or held_in_slurm(job))
     room = max(0, max_submitted - handed)
     reasons: dict[int, str] = {}
     failures: list[DependencyFailure] = []

@@ -131,6 +131,17 @@ def test_hold_release_priority_cancel_retry(cli: Cli) -> None:
     assert _jobs(cli)[0]["state"] == "PENDING"
 
 
+def test_an_action_goes_on_after_a_job_it_cannot_change(cli: Cli) -> None:
+    for name in ("a", "b"):
+        assert cli("submit", "--name", name, "--", "true").returncode == 0
+    assert cli("cancel", "a").returncode == 0
+    out = cli("hold", "a", "b")
+    assert out.returncode == 2
+    assert out.stderr.startswith("loradeck: job 1: cannot hold: ")
+    assert out.stdout.strip() == "job 2 (b): held (held by user)"
+    assert [job["state"] for job in _jobs(cli)] == ["CANCELLED", "HELD"]
+
+
 def test_state_filter(cli: Cli) -> None:
     for name in ("a", "b", "c"):
         assert cli("submit", "--name", name, "--", "true").returncode == 0

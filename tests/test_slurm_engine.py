@@ -13,24 +13,14 @@ from pathlib import Path
 
 import pytest
 from conftest import Cli, wait_for, write
-from engine_helpers import Harness
 from slurm_fixtures import SlurmCluster, cancel_home_jobs
+from slurm_helpers import SlurmHarness, slurm_settings
 
 from loradeck.core.actions import cancel_job
 from loradeck.core.batch import load_batch
-from loradeck.core.executor.slurm import SlurmExecutor
 from loradeck.core.executor.slurm_states import parse_scontrol_job
 from loradeck.core.home import Home
 from loradeck.core.models import FailureClass, Job, JobState
-from loradeck.core.monitor.parsers import make_parser
-from loradeck.core.monitor.pipeline import LogPipeline
-from loradeck.core.runtime import build_engine
-from loradeck.core.settings import (
-    ExecutorSettings,
-    SchedulerSettings,
-    Settings,
-    SlurmSettings,
-)
 from loradeck.core.store import Store
 from loradeck.core.submit import submit_plan
 
@@ -52,36 +42,6 @@ save_every_n_epochs = 1
 TINY_STEPS = 12  # 48 training images / batch 8 = 6 steps per epoch, 2 epochs
 
 
-def slurm_settings(**slurm: object) -> Settings:
-    return Settings(
-        executor=ExecutorSettings(kind="slurm", kill_grace=1.0),
-        scheduler=SchedulerSettings(check_interval=2.0),
-        slurm=SlurmSettings.model_validate(slurm),
-    )
-
-
-class SlurmHarness(Harness):
-    """An engine in Slurm mode in this process, plus a store handle acting like a CLI."""
-
-    def __init__(self, home: Home, settings: Settings | None = None) -> None:
-        settings = settings or slurm_settings()
-        super().__init__(home.root, settings=settings, engine=build_engine(home, settings))
-        assert isinstance(self.engine.executor, SlurmExecutor)
-        self.executor: SlurmExecutor = self.engine.executor
-
-    def wait(self, job_id: int, *states: JobState, timeout: float = 60) -> Job:
-        return self.wait_state(job_id, *states, timeout=timeout)
-
-    def wait_reason(self, job_id: int, prefix: str, timeout: float = 60) -> Job:
-        def check() -> Job | None:
-            job = self.job(job_id)
-            return job if job.reason.startswith(prefix) else None
-
-        found = wait_for(check, timeout, f"job {job_id}'s reason to start with {prefix!r}")
-        assert isinstance(found, Job)
-        return found
-
-
 @pytest.fixture
 def slurm_engine(slurm_home: Home) -> Iterator[SlurmHarness]:
     """An engine in Slurm mode, started, in this process."""
@@ -97,9 +57,23 @@ def slurm_record(cluster: SlurmCluster, ref: str | None) -> str:
     return cluster.scontrol_job(ref)
 
 
+@pytest.fixture
+def shared_engine(slurm_home: Home, tmp_path: Path) -> Iterator[SlurmHarness]:
+    """An engine in Slurm mode whose job folders live on a shared root (not the home)."""
+    shared = tmp_path / "shared"
+    home = Home(slurm_home.root, shared_root=shared)
+    h = SlurmHarness(home, slurm_settings(shared_root=str(shared)))
+    h.engine.start()
+    yield h
+    h.engine.stop()
+    h.store.close()
+
+
 def test_fast_demo_batch_runs_through_slurm(
-    slurm_engine: SlurmHarness, slurm_cluster: SlurmCluster, tmp_path: Path
+    shared_engine: SlurmHarness, slurm_cluster: SlurmCluster, tmp_path: Path
 ) -> None:
+    slurm_engine = shared_engine
+    jobs_dir = tmp_path / "shared" / f"loradeck-{slurm_engine.home.key}" / "jobs"
     write(tmp_path / "tiny.toml", TINY_TOY)
     batch = f"""
 [defaults]
@@ -130,13 +104,17 @@ command = "echo all toy runs finished"
         assert "JobState=COMPLETED" in record and "ExitCode=0:0" in record
     trained = [slurm_engine.job(job.id) for job in sweep]
     for job in trained:
-        pipeline = LogPipeline(make_parser("kohya", job_name=job.name))
-        pipeline.feed(job.log_file.read_bytes())
-        pipeline.finish()
-        progress = pipeline.state.progress
+        # The compute node wrote the log on the shared root; the engine followed it there.
+        assert job.log_file == jobs_dir / str(job.id) / "output.log"
+        assert list(job.job_dir.glob("slurm-*.out"))
+        progress = job.progress
+        assert progress is not None, job.log_file.read_text()[-2000:]
         assert progress.step == TINY_STEPS and progress.total_steps == TINY_STEPS
         assert progress.loss is not None
+        metrics = (job.job_dir / "metrics.jsonl").read_text().splitlines()
+        assert TINY_STEPS in [json.loads(line).get("step") for line in metrics]
         assert list(job.output_dir.glob("*.safetensors"))
+    assert not slurm_engine.home.root.joinpath("jobs").exists()
     # The report was handed over with a Slurm dependency on both runs, and Slurm kept it.
     finished = slurm_engine.job(report.id)
     script = (finished.job_dir / "slurm.sh").read_text()
@@ -373,3 +351,39 @@ def test_attach_follows_the_log_when_there_is_no_window(
     assert plan.suspend
     slurm_engine.store.update(job.id, lambda j: cancel_job(j, time.time()))
     slurm_engine.wait(job.id, JobState.CANCELLED)
+
+
+def test_cli_puts_job_folders_on_the_shared_root(
+    slurm_home: Home, cli: Cli, tmp_path: Path
+) -> None:
+    """slurm.shared_root from the settings file: job folders go there, the compute node
+    writes the logs there, and a job whose folder is elsewhere is refused, clearly."""
+    shared = tmp_path / "shared"
+    config = write(
+        tmp_path / "config.toml",
+        f'[executor]\nkind = "slurm"\n[slurm]\nshared_root = {json.dumps(str(shared))}\n',
+    )
+    # Submitted in tmux mode: its folder is in the home, which the nodes need not see.
+    assert cli("submit", "--name", "outside", "--gpus", "0", "--", "true").returncode == 0
+    batch = write(
+        tmp_path / "batch.toml",
+        "[[job]]\nname = 'a'\ngpus = 1\ncommand = 'echo a on $(hostname)'\n"
+        "[[job]]\nname = 'b'\ngpus = 0\ndepends_on = ['a']\ncommand = 'echo b'\n",
+    )
+    out = cli("--config", str(config), "--run-batch", str(batch), timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    listing = {job["name"]: job for job in json.loads(cli("list", "--json").stdout)}
+    jobs_dir = shared / f"loradeck-{slurm_home.key}" / "jobs"
+    for name in ("a", "b"):
+        job = listing[name]
+        assert job["state"] == "COMPLETED"
+        folder = jobs_dir / str(job["id"])
+        assert Path(job["log_file"]) == folder / "output.log"
+        assert (folder / "output.log").read_text().startswith(f"{name}")
+        assert len(list(folder.glob("slurm-*.out"))) == 1
+        assert not slurm_home.job_dir(job["id"]).exists()
+    outside = cli("--config", str(config), "status", "outside", "--json")
+    refused = json.loads(outside.stdout)
+    assert refused["state"] == "FAILED" and refused["failure_class"] == "launch"
+    assert "is not under slurm.shared_root" in refused["reason"]
+    assert "submit it again" in refused["reason"]

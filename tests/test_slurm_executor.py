@@ -125,9 +125,11 @@ def test_hold_release_and_nice_of_a_pending_job(
         "Slurm's pending reason",
     )
     assert executor.slurm_reason(waiting) == "slurm: PENDING (Resources)"
-    executor.hold(waiting)
-    wait_for(lambda: "JobHeld" in (executor.poll(waiting).reason or ""), 10, "held")
-    executor.release(waiting)
+    assert executor.hold(waiting) == "slurm: PENDING (JobHeldAdmin)"  # root is an admin
+    assert executor.poll(waiting).reason == "slurm: PENDING (JobHeldAdmin)"
+    described, problem = executor.release(waiting)
+    assert described.startswith("slurm: PENDING") and "JobHeld" not in described
+    assert problem == ""
     executor.set_priority(waiting, -7)
     assert "Nice=7" in slurm_cluster.scontrol_job(waiting.executor_ref or "")
     # Someone who may not change the job (here: another user) gets Slurm's refusal.

@@ -1,15 +1,35 @@
-"""What the engine hands to Slurm, and when (core/slurmmode.py): a pure function."""
+"""What the engine hands to Slurm, and when (core/slurmmode.py): a pure function; jobs
+held in Slurm (core/actions.py); where job folders go with a shared root (core/home.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loradeck.core.actions import (
+    apply_hold,
+    apply_priority,
+    apply_release,
+    apply_toggle_hold,
+    cancel_job,
+    held_in_slurm,
+    hold_job,
+    into_slurm_hold,
+    out_of_slurm_hold,
+    release_job,
+    toggle_hold,
+)
+from loradeck.core.batch import plan_single
+from loradeck.core.errors import IllegalTransitionError, SettingsError
+from loradeck.core.home import Home
 from loradeck.core.models import Dependency, DependencyCondition, Job, JobSpec, JobState
-from loradeck.core.settings import SchedulerSettings
+from loradeck.core.settings import SchedulerSettings, Settings, load_settings
 from loradeck.core.slurmmode import slurm_decision, slurm_handover
+from loradeck.core.store import Store
+from loradeck.core.submit import submit_plan
 
 NOW = 1_000_000.0
 
@@ -144,3 +164,94 @@ def test_properties(specs: list[tuple[JobState, list[int], int, int]], limit: in
     for j in jobs:
         if j.state != JobState.RUNNING and j.id not in chosen:
             assert j.id in decision.reasons
+
+
+# --------------------------------------------------------------------------- held in Slurm
+
+
+def handed_over(job_id: int, ref: str = "77") -> Job:
+    """As the engine leaves a job it handed to Slurm (attempt 1, Slurm id ``ref``)."""
+    return job(job_id).transition(
+        JobState.RUNNING, attempts=1, started_at=NOW, executor_ref=ref, ended_at=None
+    )
+
+
+def test_a_job_held_in_slurm_keeps_its_attempt() -> None:
+    running = handed_over(1)
+    held = into_slurm_hold(running, "held by user; slurm: PENDING (JobHeldUser)")
+    assert held.state == JobState.HELD and held_in_slurm(held)
+    assert (held.attempts, held.executor_ref, held.started_at) == (1, "77", NOW)
+    back = out_of_slurm_hold(held, "slurm: PENDING")
+    assert back.state == JobState.RUNNING and (back.attempts, back.executor_ref) == (1, "77")
+    # HELD jobs that wait in loradeck: never handed over, or their last attempt ended.
+    assert not held_in_slurm(hold_job(job(2), NOW))
+    retried = running.transition(JobState.PENDING, ended_at=NOW + 5, reason="retry 1/2")
+    assert not held_in_slurm(hold_job(retried, NOW))
+
+
+def test_release_and_cancel_of_a_job_held_in_slurm() -> None:
+    held = into_slurm_hold(handed_over(1), "held by user")
+    # Back to PENDING would hand it to Slurm a second time, next to the held one.
+    with pytest.raises(IllegalTransitionError, match=r"held in Slurm \(job 77\)"):
+        release_job(held, NOW)
+    with pytest.raises(IllegalTransitionError, match="held in Slurm"):
+        toggle_hold(held, NOW)
+    cancelling = cancel_job(held, NOW)  # the engine scancels it, as a running job
+    assert cancelling.state == JobState.RUNNING and cancelling.cancel_requested_at == NOW
+    assert release_job(hold_job(job(2), NOW), NOW).state == JobState.PENDING
+
+
+def test_jobs_held_in_slurm_count_against_max_submitted() -> None:
+    jobs = [
+        handed_over(1),
+        into_slurm_hold(handed_over(2, "78"), "held by user"),
+        job(3),
+        job(4),
+    ]
+    assert handover(jobs, max_submitted=3) == [3]
+    decision = slurm_decision(jobs, {}, max_submitted=3, now=NOW)
+    assert decision.reasons[2] == "held by user"
+    assert "3 jobs are in Slurm already" in decision.reasons[4]
+
+
+def test_store_actions_without_slurm_are_the_pure_ones(tmp_path: Path) -> None:
+    home = Home.open(tmp_path / "home")
+    store = Store(home.root)
+    try:
+        plan = plan_single({"name": "a", "command": "true"}, base_dir=tmp_path, settings=Settings())
+        _, (submitted,) = submit_plan(store, home, plan)
+        assert apply_hold(store, submitted.id, NOW).state == JobState.HELD
+        assert apply_toggle_hold(store, submitted.id, NOW).state == JobState.PENDING
+        assert apply_priority(store, submitted.id, 7).priority == 7
+        assert apply_release(store, apply_hold(store, submitted.id, NOW).id, NOW).reason == (
+            "released by user"
+        )
+        store.update(submitted.id, lambda j: j.transition(JobState.RUNNING, attempts=1))
+        with pytest.raises(IllegalTransitionError, match="RUNNING to HELD"):
+            apply_hold(store, submitted.id, NOW)
+    finally:
+        store.close()
+
+
+# --------------------------------------------------------------------------- shared root
+
+
+def test_job_folders_go_on_the_shared_root(tmp_path: Path) -> None:
+    plain = Home.open(tmp_path / "home")
+    assert plain.jobs_dir == tmp_path / "home" / "jobs"
+    shared = Home.open(tmp_path / "home", shared_root=tmp_path / "nfs")
+    assert shared.key == plain.key and len(shared.key) == 12
+    assert shared.job_dir(3) == tmp_path / "nfs" / f"loradeck-{plain.key}" / "jobs" / "3"
+    assert Home.open(tmp_path / "other").key != plain.key
+    # A home on the shared root keeps its own layout.
+    inside = Home.open(tmp_path / "nfs" / "home", shared_root=tmp_path / "nfs")
+    assert inside.jobs_dir == tmp_path / "nfs" / "home" / "jobs"
+
+
+def test_shared_root_must_be_absolute(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('[slurm]\nshared_root = "scratch/me"\n', encoding="utf-8")
+    with pytest.raises(SettingsError, match=r"shared_root.*absolute"):
+        load_settings(config)
+    config.write_text('[slurm]\nshared_root = "~/scratch"\n', encoding="utf-8")
+    assert load_settings(config).slurm.shared_root == Path("~/scratch").expanduser()

@@ -8,9 +8,13 @@ says which (``slurm: PENDING (Resources)``).
 
 Each attempt is one Slurm job, tagged ``--comment=loradeck:<home key>:<job id>:<attempt>``
 so that a restarted loradeck finds it again even if it died between sbatch and storing
-the id. The job's folder must be visible to the compute nodes (``slurm.shared_root``):
-the batch script, the log and the exit status live there (see
-:mod:`loradeck.core.executor.slurm_script`).
+the id. The job's folder must be visible to the compute nodes: with
+``slurm.shared_root`` set, job folders live under it (:attr:`Home.jobs_dir`) and a job
+whose folder is elsewhere is refused. The batch script, the log and the exit status live
+there (see :mod:`loradeck.core.executor.slurm_script`).
+
+Hold, release and priority act in Slurm too (``scontrol``; see
+:mod:`loradeck.core.executor.slurm_control`).
 
 State comes from one ``squeue -t all -j <ids>`` per engine pass (:meth:`refresh`, or the
 first :meth:`poll` of a pass: rows are cached for ``cache_ttl`` seconds). A job that has
@@ -22,19 +26,20 @@ jobcomp file).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import secrets
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loradeck.core.errors import ExecutorError
 from loradeck.core.executor.base import NO_ENV, AdoptedAttempt, AttemptResult, AttemptStatus
 from loradeck.core.executor.jobfiles import AttemptInfo, JobFiles
 from loradeck.core.executor.runscript import RunSpec
 from loradeck.core.executor.slurm_commands import SlurmCommandError, SlurmCommands
+from loradeck.core.executor.slurm_control import LogWatcher, SlurmHolds
 from loradeck.core.executor.slurm_nodes import SlurmNode, read_nodes
 from loradeck.core.executor.slurm_queue import UNKNOWN_ID, SlurmQueue
 from loradeck.core.executor.slurm_script import (
@@ -54,12 +59,10 @@ from loradeck.core.home import Home
 from loradeck.core.models import DependencyCondition, Job
 from loradeck.core.settings import SlurmSettings
 
+if TYPE_CHECKING:
+    from loradeck.core.store import Store
+
 _ALREADY_DONE = (UNKNOWN_ID, "already completing or completed")
-
-
-def home_key(root: Path) -> str:
-    """A short, stable id of a loradeck home, for the ``--comment`` of its Slurm jobs."""
-    return hashlib.sha256(str(root.absolute()).encode()).hexdigest()[:12]
 
 
 class SlurmExecutor:
@@ -91,8 +94,9 @@ class SlurmExecutor:
         self.settings = settings
         self.home = home
         self.commands = commands or SlurmCommands()
-        self.home_key = home_key(home.root)
+        self.home_key = home.key
         self.queue = SlurmQueue(self.commands, ttl=cache_ttl, clock=clock)
+        self.holds = SlurmHolds(self.commands, self.queue)
         self._max_log_bytes = max_log_bytes
         self._python = python
         self._poll_interval = poll_interval
@@ -177,6 +181,8 @@ class SlurmExecutor:
         return ref
 
     def _check_shared(self, job: Job) -> None:
+        """A job's folder must be on ``slurm.shared_root``: the compute node writes its
+        log and exit status there, and loradeck reads them on this (login) node."""
         root = self.settings.shared_root
         if root is None:
             return
@@ -184,8 +190,9 @@ class SlurmExecutor:
         if not folder.is_relative_to(root.resolve()):
             raise ExecutorError(
                 f"job {job.id}: its folder {folder} is not under slurm.shared_root {root}, "
-                "so the compute nodes could not write its log; run loradeck with a home "
-                f"on the shared root (--home {root}/loradeck, or $LORADECK_HOME)",
+                "so the compute nodes could not write its log there. Jobs submitted in "
+                f"Slurm mode get their folders under it (now {self.home.jobs_dir}); this "
+                "one was submitted without it: submit it again",
                 title="not on the shared root",
             )
 
@@ -295,44 +302,41 @@ class SlurmExecutor:
                 )
             time.sleep(self._poll_interval)
 
-    def hold(self, job: Job) -> None:
-        """``scontrol hold``: Slurm will not start the (pending) attempt until released."""
-        self._control(job, "hold", "hold")
+    def hold(self, job: Job) -> str:
+        """``scontrol hold`` of the attempt while it waits in Slurm's queue; Slurm's
+        state afterwards (``slurm: PENDING (JobHeldUser)``). Raises
+        :class:`ExecutorError` when Slurm is running it (Slurm would "hold" it without
+        effect), it has ended, or Slurm refuses (its words)."""
+        return self.holds.hold(job, self._require_ref(job, "hold")).describe()
 
-    def release(self, job: Job) -> None:
-        """``scontrol release`` of a held attempt."""
-        self._control(job, "release", "release")
+    def release(self, job: Job) -> tuple[str, str]:
+        """``scontrol release``, then the priority chosen while it was held; Slurm's
+        state afterwards and a problem that did not stop the release ("" if none)."""
+        ref = self._require_ref(job, "release")
+        row, problem = self.holds.release(job, ref)
+        return (row.describe() if row is not None else f"slurm: job {ref} is gone"), problem
 
     def set_priority(self, job: Job, priority: int) -> None:
-        """``scontrol update Nice=-priority``. Raising a job (negative nice) is for Slurm
-        operators: elsewhere this raises an :class:`ExecutorError` saying so."""
-        ref = self._require_ref(job, "change the priority of")
-        try:
-            self.commands.run("scontrol", "update", f"JobId={ref}", f"Nice={-priority}")
-        except SlurmCommandError as err:
-            hint = ""
-            if priority > 0:
-                hint = " (only Slurm operators may give a job a negative nice)"
-            raise ExecutorError(
-                f"job {job.id}: Slurm did not change the priority of job {ref}{hint}: "
-                f"{err.stderr or err.message}",
-                title="priority not changed",
-            ) from err
+        """Slurm's nice becomes ``-priority`` while the attempt waits in Slurm's queue
+        (on release when it is held; not once it runs). Raising a job (a negative nice)
+        is for Slurm operators: for others this raises with Slurm's refusal."""
+        ref = self._ref(job)
+        if ref is not None:
+            self.holds.set_priority(job, ref, priority)
 
-    def _control(self, job: Job, verb: str, doing: str) -> None:
-        ref = self._require_ref(job, doing)
-        try:
-            self.commands.run("scontrol", verb, ref)
-        except SlurmCommandError as err:
-            raise ExecutorError(
-                f"job {job.id}: Slurm did not {doing} job {ref}: {err.stderr or err.message}",
-                title=f"{verb} failed",
-            ) from err
+    def sync_holds(self, jobs: Iterable[Job], store: Store, monitor: LogWatcher | None) -> None:
+        """Keep loradeck's HELD in step with Slurm's holds, whoever made them (see
+        :meth:`SlurmHolds.sync`). Call once per engine pass, after :meth:`refresh`."""
+        self.holds.sync(jobs, store, monitor)
 
     def _require_ref(self, job: Job, doing: str) -> str:
         ref = self._ref(job)
         if ref is None:
-            raise ExecutorError(f"job {job.id} is not in Slurm, so Slurm cannot {doing} it")
+            raise ExecutorError(
+                f"job {job.id} is not in Slurm yet (no Slurm job id), so Slurm cannot "
+                f"{doing} it; try again in a moment",
+                title=f"{doing} refused",
+            )
         return ref
 
     # ----------------------------------------------------------------- windows

@@ -40,6 +40,9 @@ _TIME_ENDS = frozenset({"TIMEOUT", "DEADLINE"})
 
 #: Reasons Slurm gives a job whose dependency can never be satisfied.
 NEVER_SATISFIED = "DependencyNeverSatisfied"
+#: Reasons of a pending job that Slurm holds (``scontrol hold``, ``sbatch -H``), by its
+#: owner or by an operator.
+HELD_REASONS = frozenset({"JobHeldUser", "JobHeldAdmin"})
 
 #: The ``squeue -o`` fields, in order: id, state, reason, start, end, partition, nice,
 #: TRES per node (GPUs), nodes, comment and, last because it may hold anything, the name.
@@ -80,6 +83,11 @@ class SlurmJob:
     @property
     def ended(self) -> bool:
         return self.state in ENDED_STATES
+
+    @property
+    def held(self) -> bool:
+        """Pending and held: Slurm will not start it until it is released."""
+        return self.state == "PENDING" and self.reason in HELD_REASONS
 
     @property
     def ran(self) -> bool:
