@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from loradeck.core.actions import (
     SlurmControl,
@@ -42,6 +42,9 @@ from loradeck.core.models import Job, JobState
 from loradeck.core.settings import Settings, load_settings
 from loradeck.core.store import Store
 from loradeck.core.submit import FitCheck, resolve_job_refs, submit_with_evaluation
+
+if TYPE_CHECKING:
+    from loradeck.core.gpu import GpuInventory
 
 EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
@@ -469,27 +472,31 @@ def cmd_simulate(ctx: Context) -> int:
 
 
 def cmd_gpus(ctx: Context) -> int:
-    from loradeck.core.clusterview import sim_usage
-
     if ctx.settings.executor.kind == "slurm":
         return _slurm_nodes(ctx)
-    from loradeck.core.gpu import GpuInventory, format_inventory, inventory_json
+    from loradeck.core.gpu import GpuInventory
 
-    inventory = GpuInventory(ctx.args.gpus_spec or ctx.settings.resources.gpus)
-    try:
-        running = [job for job in ctx.store.jobs(active_only=True) if job.state == JobState.RUNNING]
-        jobs_by_gpu: dict[int, list[str]] = {}
-        for job in running:
-            for gpu in job.gpu_ids:
-                jobs_by_gpu.setdefault(gpu, []).append(f"{job.id} {job.name}")
-        snapshot = inventory.snapshot(sim_usage=sim_usage(inventory.spec, running))
-    finally:
-        inventory.close()
-    if ctx.args.json:
-        print(json.dumps(inventory_json(snapshot, jobs_by_gpu), indent=2))
-    else:
-        print(format_inventory(snapshot, jobs_by_gpu))
+    with GpuInventory(ctx.args.gpus_spec or ctx.settings.resources.gpus) as inventory:
+        print(gpu_report(ctx.store, inventory, as_json=ctx.args.json))
     return EXIT_OK
+
+
+def gpu_report(store: Store, inventory: GpuInventory, *, as_json: bool) -> str:
+    """``loradeck gpus``: the inventory with each GPU's loradeck jobs; on real GPUs the
+    running jobs' processes are told apart from foreign ones."""
+    from loradeck.core.clusterview import local_job_pids, sim_usage
+    from loradeck.core.gpu import format_inventory, inventory_json
+
+    running = [job for job in store.jobs(active_only=True) if job.state == JobState.RUNNING]
+    jobs_by_gpu: dict[int, list[str]] = {}
+    for job in running:
+        for gpu in job.gpu_ids:
+            jobs_by_gpu.setdefault(gpu, []).append(f"{job.id} {job.name}")
+    snapshot = inventory.snapshot(sim_usage=sim_usage(inventory.spec, running))
+    pids = set() if inventory.spec.simulated else local_job_pids(running)
+    if as_json:
+        return json.dumps(inventory_json(snapshot, jobs_by_gpu, loradeck_pids=pids), indent=2)
+    return format_inventory(snapshot, jobs_by_gpu, loradeck_pids=pids)
 
 
 def _slurm_nodes(ctx: Context) -> int:

@@ -56,3 +56,20 @@ def sim_usage(spec: GpuSpec, running: Iterable[Job]) -> dict[int, list[tuple[int
                 gb = job.spec.vram_gb if job.spec.vram_gb is not None else spec.sim_memory_gb
                 usage.setdefault(gpu, []).append((job.id, gb))
     return usage
+
+
+def local_job_pids(jobs: Iterable[Job]) -> set[int]:
+    """The live processes of these jobs' current attempts on this machine (tmux
+    executor): each attempt's process tree, found from its folder as the executor finds
+    it, escaped processes carrying the attempt's token included. Used to tell a job's GPU
+    memory from foreign use without a running engine (``loradeck gpus``)."""
+    from loradeck.core.executor.jobfiles import JobFiles
+    from loradeck.core.executor.proctree import find_tree
+
+    pids: set[int] = set()
+    for job in jobs:
+        files = JobFiles.of(job)
+        info = files.attempt_info(job.attempts)
+        if info is not None:
+            pids.update(p.pid for p in find_tree(files.root_pid(), token=info.token))
+    return pids

@@ -206,3 +206,63 @@ def test_help_and_bad_arguments(cli: Cli) -> None:
     out = cli("submit", "--gpus", "many", "--", "true")
     assert out.returncode == 2
     assert isinstance(out, subprocess.CompletedProcess)
+
+
+def test_loradeck_gpus_tells_a_jobs_processes_from_foreign_ones(tmp_path: Path) -> None:
+    """On real GPUs (a fake NVML here), memory held by a running job's processes is the
+    job's; only the rest is foreign. The job's process is a real one, found from its
+    folder the way the executor finds it."""
+    import os
+    import sys
+    import time
+
+    from fakes.nvml import GIB, FakeDevice, FakeNvml
+
+    from loradeck.core.cli import gpu_report
+    from loradeck.core.executor.jobfiles import AttemptInfo, JobFiles
+    from loradeck.core.executor.proctree import TOKEN_VAR
+    from loradeck.core.gpu import GpuInventory
+    from loradeck.core.models import Job, JobSpec, JobState
+    from loradeck.core.store import Store
+
+    store = Store(tmp_path / "home")
+    token = "f" * 32
+    job_dir = tmp_path / "home" / "jobs" / "1"
+    job = Job(
+        id=1,
+        spec=JobSpec(name="sdxl-a", command="sleep 60"),
+        command="sleep 60",
+        output_dir=job_dir,
+        log_file=job_dir / "output.log",
+        created_at=time.time(),
+        attempts=1,
+    ).transition(JobState.RUNNING, started_at=time.time(), gpu_ids=(0,))
+    with store.transaction() as txn:
+        txn.put(job)
+    trainer = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env={**os.environ, TOKEN_VAR: token, "LORADECK_JOB_ID": "1"},
+    )
+    try:
+        files = JobFiles.of(job)
+        files.prepare(job)
+        files.write_attempt(AttemptInfo(1, token, "", time.time()))
+        files.pid_file.write_text(f"{trainer.pid}\n", encoding="ascii")
+        me = os.getpid()
+        fake = FakeNvml(
+            [FakeDevice(used_bytes=7 * GIB, processes=[(trainer.pid, 5 * GIB), (me, 1 * GIB)])]
+        )
+        with GpuInventory("auto", nvml=fake) as inventory:
+            data = json.loads(gpu_report(store, inventory, as_json=True))
+            table = gpu_report(store, inventory, as_json=False)
+    finally:
+        trainer.kill()
+        trainer.wait()
+        store.close()
+    gpu = data["gpus"][0]
+    assert gpu["jobs"] == ["1 sdxl-a"]
+    assert {p["pid"]: p["loradeck"] for p in gpu["processes"]} == {trainer.pid: True, me: False}
+    # This test's own 1 GiB; with a job on the GPU, the 1 GiB no process accounts for is
+    # taken to be the job's context, not foreign.
+    assert gpu["foreign_gb"] == 1.0
+    assert "1 sdxl-a" in table and "1.0 GiB" in table and str(trainer.pid) not in table
