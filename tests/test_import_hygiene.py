@@ -6,35 +6,33 @@ The static import-linter contract cannot see deferred imports; this runs the rea
 from __future__ import annotations
 
 import json
+import pkgutil
 import subprocess
 import sys
 
 HEAVY = ("torch", "torchvision", "open_clip", "torchmetrics")
 
-CORE_MODULES = [
-    "loradeck.core.cli",
-    "loradeck.core.models",
-    "loradeck.core.settings",
-    "loradeck.core.store",
-    "loradeck.core.batch",
-    "loradeck.core.submit",
-    "loradeck.core.scheduler",
-    "loradeck.core.gpu",
-    "loradeck.core.executor",
-    "loradeck.core.monitor",
-    "loradeck.core.engine",
-    "loradeck.core.headless",
-    "loradeck.core.runtime",
-    "loradeck.core.facade",
-    "loradeck.core.jobmonitor",
-    "loradeck.core.eta",
-    "loradeck.core.clusterview",
-    "loradeck.core.events",
-    "loradeck.core.evaluation",
-    "loradeck.core.evaluation.commands",
-    "loradeck.core.executor.slurm",
-    "loradeck.core.slurmmode",
-]
+#: The evaluation package's modules may import torch (lazily or not); the package itself
+#: and its command-line entry must not.
+LIGHT_EVALUATION = ("loradeck.core.evaluation", "loradeck.core.evaluation.commands")
+
+
+def _core_modules() -> list[str]:
+    """Every module of loradeck.core, new ones included, but the evaluation package's
+    scoring modules."""
+    import loradeck.core
+
+    names = [info.name for info in pkgutil.walk_packages(loradeck.core.__path__, "loradeck.core.")]
+    light = [
+        name
+        for name in names
+        if not name.startswith("loradeck.core.evaluation.") or name in LIGHT_EVALUATION
+    ]
+    assert "loradeck.core.engine" in light and "loradeck.core.evaluation" in light
+    return sorted(light)
+
+
+CORE_MODULES = _core_modules()
 
 
 def _loaded_after(statement: str) -> set[str]:
