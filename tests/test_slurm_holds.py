@@ -116,6 +116,24 @@ def test_hold_release_and_priority_of_a_job_waiting_in_slurm(
     assert slurm_engine.wait(blocker.id, JobState.COMPLETED).attempts == 1
 
 
+def test_the_running_engine_follows_a_hold_made_in_slurm(
+    slurm_engine: SlurmHarness, slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """``scontrol hold`` typed by hand: the engine's own pass shows the job HELD, and
+    ``scontrol release`` lets it run to completion."""
+    flag = tmp_path / "go"
+    _, waiting = blocked_pair(slurm_engine, flag, tmp_path)
+    ref = ref_of(waiting)
+    slurm_cluster.commands.run("scontrol", "hold", ref)
+    held = slurm_engine.wait(waiting.id, JobState.HELD)
+    assert held_in_slurm(held) and held.reason == "held in Slurm; slurm: PENDING (JobHeldAdmin)"
+    slurm_cluster.commands.run("scontrol", "release", ref)
+    wait_for(lambda: slurm_engine.job(waiting.id).state == JobState.RUNNING, 30, "the release")
+    flag.touch()
+    done = slurm_engine.wait(waiting.id, JobState.COMPLETED, JobState.FAILED)
+    assert (done.state, done.attempts, done.executor_ref) == (JobState.COMPLETED, 1, ref)
+
+
 def test_cli_holds_in_slurm_and_cancels_a_held_job(
     slurm_engine: SlurmHarness, slurm_cluster: SlurmCluster, cli: Cli, tmp_path: Path
 ) -> None:
