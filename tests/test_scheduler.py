@@ -292,6 +292,25 @@ def test_sjf_uses_estimate_then_history_then_default() -> None:
     assert schedule(inp, settings).starts == (Start(3, (0,)),)  # default 60 < 90
 
 
+def test_sjf_starts_a_drain_critical_long_job_first() -> None:
+    shorts = [job(i, est_minutes=60) for i in range(1, 5)]
+    long = job(5, est_minutes=300)
+    # 2 GPUs, 540 GPU-minutes left: 270 min to drain. Left to the end, the 300-min job would
+    # end 150 min after that (>= half of 270), so it goes first; the 60-min jobs would not.
+    decision = decide([*shorts, long], gpus(80.0, 80.0), strategy="sjf")
+    assert [s.job_id for s in decision.starts] == [5, 1]
+    # what is still running counts too: with a GPU busy for 10 more hours the queue is far
+    # from draining, and shortest-first holds
+    busy = job(9, state=JobState.RUNNING, gpu_ids=(1,), est_minutes=660, started_at=NOW - 3600)
+    decision = decide([*shorts, long, busy], gpus(80.0, 80.0), strategy="sjf")
+    assert [s.job_id for s in decision.starts] == [1]
+    # on one GPU, or for a job that takes every GPU, order cannot change the drain: no jump
+    assert [s.job_id for s in decide([*shorts, long], gpus(80.0), strategy="sjf").starts] == [1]
+    wide = job(5, est_minutes=300, gpus=2)
+    decision = decide([*shorts, wide], gpus(80.0, 80.0), strategy="sjf")
+    assert [s.job_id for s in decision.starts] == [1, 2]
+
+
 # ----------------------------------------------------------------------------- backfill
 
 

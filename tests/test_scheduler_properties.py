@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,10 @@ from loradeck.core.scheduler import (
     bound_seconds,
     schedule,
 )
+from loradeck.core.scheduler.history import expected_seconds
 from loradeck.core.scheduler.placement import WHOLE_GPU_FOREIGN_LIMIT
-from loradeck.core.scheduler.queue import QueueIndex
+from loradeck.core.scheduler.policies import DRAIN_SLACK, ordered, static_key
+from loradeck.core.scheduler.queue import QueueIndex, split_queue
 from loradeck.core.settings import SchedulerSettings
 
 NOW = 1_000_000.0
@@ -329,3 +332,64 @@ def test_an_updated_index_equals_a_fresh_one(world: World, data: st.DataObject) 
     inp = SchedulerInput(index, world.inp.dep_states, world.inp.cluster, NOW, world.inp.usage)
     plain = SchedulerInput(final, world.inp.dep_states, world.inp.cluster, NOW, world.inp.usage)
     assert schedule(inp, world.settings) == schedule(plain, world.settings)
+
+
+@FAST
+@given(worlds(), st.integers(1, 8), st.floats(0.0, 1e6))
+def test_sjf_is_shortest_first_after_the_few_jobs_that_would_overshoot_the_drain(
+    world: World, gpu_count: int, busy_gpu_s: float
+) -> None:
+    settings_ = world.settings.model_copy(update={"strategy": "sjf"})
+    history, default_s = world.inp.history, settings_.default_est_minutes * 60.0
+    groups = split_queue(world.inp.jobs, settings_).gpu
+    order = [
+        item[-1]
+        for item in ordered(
+            groups,
+            settings_,
+            now=NOW,
+            usage=world.inp.usage,
+            history=history,
+            gpu_count=gpu_count,
+            busy_gpu_s=busy_gpu_s,
+        )
+    ]
+    waiting = [e[2] for entries in groups.values() for e in entries]
+    assert sorted(j.id for j in order) == sorted(j.id for j in waiting)
+    expected = {j.id: expected_seconds(j.spec, history, default_s) for j in waiting}
+    drain = (busy_gpu_s + sum(j.spec.gpus * expected[j.id] for j in waiting)) / gpu_count
+
+    def margin(job: Job) -> float:
+        """Overshoot beyond DRAIN_SLACK of the drain (>= 0: drain-critical)."""
+        share = 1.0 - job.spec.gpus / gpu_count
+        return expected[job.id] * share - DRAIN_SLACK * drain if share > 0 else -math.inf
+
+    critical = [j for j in order if margin(j) >= 0]
+    ambiguous = 1e-9 * (drain + 1.0)
+    first = order[: len(critical)]
+    # the jobs that jump the queue are those, and only those, that would overshoot
+    assert all(margin(j) >= -ambiguous for j in first)
+    assert all(margin(j) < ambiguous for j in order[len(critical) :])
+    assert len(critical) <= gpu_count / DRAIN_SLACK
+    if gpu_count == 1:
+        assert not critical
+    # longest first among them, then shortest first; ties by id
+    keys = [(-expected[j.id], j.id) for j in first]
+    keys_rest = [(expected[j.id], j.id) for j in order[len(critical) :]]
+    assert keys == sorted(keys) and keys_rest == sorted(keys_rest)
+
+
+@FAST
+@given(worlds(), st.sampled_from(["fifo", "priority", "fair_share", "sjf"]))
+def test_the_list_walk_keys_jobs_as_the_index_does(world: World, strategy: str) -> None:
+    settings_ = world.settings.model_copy(update={"strategy": strategy})
+    rate = settings_.aging_per_hour / 3600.0
+    parts = split_queue(world.inp.jobs, settings_)
+    want: dict[object, list[tuple[float, int]]] = {}
+    for job in world.inp.jobs:
+        if job.state is JobState.PENDING and job.spec.gpus:
+            group, key = static_key(job, strategy, rate)
+            want.setdefault(group, []).append((key, job.id))
+    assert {g: [e[:2] for e in es] for g, es in parts.gpu.items()} == {
+        g: sorted(keys) for g, keys in want.items()
+    }

@@ -157,6 +157,17 @@ def test_backfill_fills_the_gap_in_the_simulation() -> None:
     assert on.makespan_s < off.makespan_s
 
 
+def test_sjf_does_not_leave_the_longest_job_to_the_end() -> None:
+    jobs = [spec(f"short-{i}", est_minutes=60) for i in range(4)] + [spec("long", est_minutes=300)]
+    cluster = ClusterView.uniform(2)
+    sjf = simulate(jobs, None, cluster, SchedulerSettings(strategy="sjf"))
+    # pure shortest-first would run the four short jobs two by two, then the long one
+    # alone: 2 h + 5 h. sjf starts the long one at once, beside the short ones in turn.
+    assert sjf.jobs[4].started == 0.0
+    assert sjf.makespan_s == pytest.approx(5 * HOUR) == sjf.lower_bound_s
+    assert [j.started for j in sjf.jobs[:4]] == pytest.approx([0, HOUR, 2 * HOUR, 3 * HOUR])
+
+
 def test_text_report_and_comparison() -> None:
     jobs = [spec(f"job-{i}", est_minutes=20 + 10 * i, priority=i % 2) for i in range(6)]
     cluster = ClusterView.uniform(2)

@@ -5,12 +5,13 @@ The pass, in order:
 1. Running jobs occupy their GPUs and a ``max_concurrent_jobs`` slot until their expected
    end. A pending job whose dependency can no longer be satisfied yields a
    :class:`DependencyFailure`.
-2. Pending jobs are taken in policy order (:mod:`.policies`). A job still waiting for a
-   dependency or for its retry backoff (``not_before``) is passed over; HELD jobs never
-   start. CPU jobs (``gpus = 0``) start whenever a slot is free: they never wait behind GPU
-   jobs. A GPU job starts if it fits now (:mod:`.placement`). The first GPU job that does
-   not fit gets a reservation (:mod:`.backfill`); after it a job starts only if it does not
-   delay the reservation (backfill on), or no more GPU jobs start (backfill off).
+2. Pending jobs are taken in policy order (:mod:`.policies`; sjf's also weighs the work
+   left, running jobs included). A job still waiting for a dependency or for its retry
+   backoff (``not_before``) is passed over; HELD jobs never start. CPU jobs (``gpus = 0``)
+   start whenever a slot is free: they never wait behind GPU jobs. A GPU job starts if it
+   fits now (:mod:`.placement`). The first GPU job that does not fit gets a reservation
+   (:mod:`.backfill`); after it a job starts only if it does not delay the reservation
+   (backfill on), or no more GPU jobs start (backfill off).
 3. Every pending or held job that does not start has a reason (:mod:`.reasons`).
 
 Speed: a pass over 10,000 waiting jobs should stay near 10 ms, so the order is merged
@@ -34,7 +35,7 @@ from loradeck.core.scheduler.dependencies import (
     check_dependencies,
     first_failure,
 )
-from loradeck.core.scheduler.history import bound_seconds
+from loradeck.core.scheduler.history import bound_seconds, expected_seconds
 from loradeck.core.scheduler.model import (
     Decision,
     DependencyFailure,
@@ -111,6 +112,8 @@ class _Pass:
         self.failures: list[DependencyFailure] = []
         self.starts: list[Start] = []
         self.releases: list[Release] = []
+        self.busy_gpu_s: list[float] = []
+        """Per running GPU job: GPU-seconds it is still expected to take (for sjf)."""
         self.active = 0
         self.reservation: Reservation | None = None
         self.waiting_behind = ""
@@ -144,7 +147,10 @@ class _Pass:
         for job in running:
             self._occupy(job)
         self._find_failures(candidates)
-        self._scan(self._stream(self.gpu_groups), self._stream(cpu_groups))
+        gpu_stream = self._stream(
+            self.gpu_groups, gpu_count=len(self.board.ids), busy_gpu_s=math.fsum(self.busy_gpu_s)
+        )
+        self._scan(gpu_stream, self._stream(cpu_groups))
         res = self.reservation
         reservations = {res.job_id: (self.board.ids_of(res.positions), res.start)} if res else {}
         return Decision(
@@ -160,10 +166,20 @@ class _Pass:
             reservations=reservations,
         )
 
-    def _stream(self, groups: Mapping[Group, Sequence[Entry]]) -> _Stream:
+    def _stream(
+        self, groups: Mapping[Group, Sequence[Entry]], gpu_count: int = 0, busy_gpu_s: float = 0.0
+    ) -> _Stream:
         inp = self.inp
         return _Stream(
-            ordered(groups, self.settings, now=self.now, usage=inp.usage, history=inp.history)
+            ordered(
+                groups,
+                self.settings,
+                now=self.now,
+                usage=inp.usage,
+                history=inp.history,
+                gpu_count=gpu_count,
+                busy_gpu_s=busy_gpu_s,
+            )
         )
 
     def _scan(self, gpu: _Stream, cpu: _Stream) -> None:
@@ -301,6 +317,9 @@ class _Pass:
         started = job.started_at if job.started_at is not None else self.now
         end = max(started + bound_seconds(spec, self.inp.history, self.default_s), self.now)
         self.releases.append(Release(end, job.id, need, positions))
+        if spec.gpus:
+            left = started + expected_seconds(spec, self.inp.history, self.default_s) - self.now
+            self.busy_gpu_s.append(spec.gpus * max(left, 0.0))
 
     # ----------------------------------------------------------------- gates
     def _gate(self, job: Job) -> str | None:
@@ -323,12 +342,15 @@ class _Pass:
     def _find_failures(self, candidates: Iterable[Job]) -> None:
         action = self.settings.on_dependency_failure
         state_of = self._state_of
-        for job in sorted(candidates, key=lambda j: j.id):
-            failed = first_failure(job.deps, state_of)
-            if failed is not None:
-                dep_id, reason = failed
-                self.reasons[job.id] = reason
-                self.failures.append(DependencyFailure(job.id, dep_id, action, reason))
+        found = [
+            DependencyFailure(job.id, failed[0], action, failed[1])
+            for job in candidates
+            if (failed := first_failure(job.deps, state_of)) is not None
+        ]
+        found.sort(key=lambda failure: failure.job_id)  # by id, whatever the input order
+        for failure in found:
+            self.reasons[failure.job_id] = failure.reason
+        self.failures = found
 
     def _index_failure_candidates(self, index: QueueIndex) -> list[Job]:
         """Pending jobs with a dependency that has ended: the only ones that can fail."""
