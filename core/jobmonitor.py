@@ -190,17 +190,17 @@ class JobMonitor:
             self.on_diverged(item.job, state.divergence.step if state.divergence else None)
         if item.dirty and now - item.evented_at >= EVENT_INTERVAL:
             item.evented_at = now
-            progress = state.progress
+            metrics = state.metrics  # not state.progress: no validated model per event
             self.bus.publish(
                 ev.JobProgress(
                     job_id=item.job.id,
                     name=item.job.name,
-                    step=progress.step,
-                    total_steps=progress.total_steps,
-                    epoch=progress.epoch,
-                    loss=progress.loss,
-                    lr=progress.lr,
-                    eta_s=progress.eta_s,
+                    step=metrics.step,
+                    total_steps=metrics.total_steps,
+                    epoch=metrics.epoch,
+                    loss=metrics.loss,
+                    lr=metrics.lr,
+                    eta_s=metrics.eta_s,
                 )
             )
         self._save(item)

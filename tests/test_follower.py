@@ -225,6 +225,31 @@ def test_a_failing_callback_does_not_stop_following(tmp_path: Path) -> None:
         wait_for(lambda: bytes(got) == b"fine\n")
 
 
+def test_follow_and_stop_cut_a_batch_pause_short(tmp_path: Path) -> None:
+    # After each batch of reads the thread pauses batch_ms; a new file to follow, or
+    # stop(), must not wait for the pause to end (a minute here).
+    sink = Sink()
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    first.write_bytes(b"one\n")
+    watcher = LogFollower(sink.on_data, batch_ms=60_000)
+    watcher.follow(first)
+    watcher.start()
+    try:
+        append(first, b"two\n")  # read by the thread, which then pauses
+        wait_for(lambda: sink.got(first) == b"one\ntwo\n")
+        append(first, b"three\n")
+        second.write_bytes(b"hello\n")
+        watcher.follow(second)
+        wait_for(lambda: sink.got(second) == b"hello\n")
+        wait_for(lambda: sink.got(first) == b"one\ntwo\nthree\n")
+    finally:
+        thread = watcher._thread
+        watcher.stop(timeout=10)
+    assert thread is not None and not thread.is_alive()
+    with pytest.raises(ValueError, match="batch_ms"):
+        LogFollower(sink.on_data, batch_ms=-1)
+
+
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -104,14 +104,17 @@ def test_nan_loss_stops_the_job_as_diverged(watched: Harness, tmp_path: Path) ->
 
 @pytest.fixture
 def watchdog(tmp_path: Path, tmux_socket: str) -> Iterator[Harness]:
-    yield from make_harness(tmp_path, tmux_socket, stall_minutes=0.05, stall_action="kill")
+    # The stall clock runs from the start, and the trainer's `import torch` alone can take
+    # 10-20 s on a loaded machine: the window must be longer than that, or the job is
+    # killed as stalled before its first step.
+    yield from make_harness(tmp_path, tmux_socket, stall_minutes=0.5, stall_action="kill")
 
 
 def test_stalled_job_is_killed_by_the_watchdog(watchdog: Harness, tmp_path: Path) -> None:
     (job,) = watchdog.submit(
         toy_job(tmp_path, "hang", hang_at_step=4, sleep_per_step=0.05), tmp_path
     )
-    ended = watchdog.wait_state(job.id, JobState.FAILED, timeout=90)
+    ended = watchdog.wait_state(job.id, JobState.FAILED, timeout=180)
     assert ended.failure_class == FailureClass.STALLED
     warnings = [e for e in watchdog.events if isinstance(e, JobWarning) and e.job_id == job.id]
     assert warnings and "no progress" in warnings[0].message

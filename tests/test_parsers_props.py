@@ -1,16 +1,21 @@
 """Property tests: arbitrary bytes never crash the splitter or a parser, and the bulk
-path (parse_bytes, in any chunking) says what the line path says."""
+path (parse_bytes, in any chunking) says what the line path says; metrics.jsonl lines are
+what json.dumps writes, and a full series keeps each run's lowest and highest point."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loradeck.core.monitor import parsers as parsers_module
+from loradeck.core.monitor.metricsfile import MetricsWriter, ValuesRow
 from loradeck.core.monitor.parsers import LogParser, make_parser, parse_bytes
 from loradeck.core.monitor.results import ParseResult
+from loradeck.core.monitor.series import MetricSeries
 from loradeck.core.monitor.splitter import LineSplitter
 from loradeck.core.settings import UserRegex
 
@@ -212,3 +217,74 @@ def test_arbitrary_text_never_crashes_parse_line(text: str, preset: str | None) 
     for line in text.splitlines() or [text]:
         parser.parse_line(line)
     parser.flush()
+
+
+VALUES = st.one_of(st.none(), st.floats(), st.sampled_from([0.0, -0.0, 1e-4, 1e300]))
+OBSERVATIONS = st.lists(
+    st.tuples(
+        st.one_of(st.none(), st.integers(0, 4), st.integers(2**53, 2**64)),
+        st.one_of(st.none(), st.integers(0, 3)),
+        VALUES,
+        VALUES,
+        VALUES,
+    ),
+    max_size=30,
+)
+KEYS = ("step", "epoch", "loss", "lr", "val_loss")
+
+
+def expected_lines(rows: list[ValuesRow], t: float) -> list[str]:
+    """One json.dumps line per run of one step: newer values win, older ones stay."""
+    lines: list[dict[str, float]] = []
+    for row in rows:
+        if row[2] is None and row[3] is None and row[4] is None:
+            continue  # nothing to plot
+        line: dict[str, float] = {"t": t}
+        line.update({key: value for key, value in zip(KEYS, row, strict=True) if value is not None})
+        if lines and row[0] is not None and lines[-1].get("step") == row[0]:
+            lines[-1].update(line)
+        else:
+            lines.append(line)
+    ordered = [{key: line[key] for key in ("t", *KEYS) if key in line} for line in lines]
+    return [json.dumps(line, separators=(",", ":")) for line in ordered]
+
+
+@SETTINGS
+@given(rows=OBSERVATIONS, cut=st.integers(0, 30))
+def test_metrics_file_lines_are_what_json_dumps_writes(rows: list[ValuesRow], cut: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "metrics.jsonl"
+        with MetricsWriter(path, clock=lambda: 1000.1234) as writer:
+            writer.write_many(rows[:cut])  # a step's run may span two reads of the log
+            writer.write_many(rows[cut:])
+        assert path.read_text().splitlines() == expected_lines(rows, 1000.123)
+
+
+def halved(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The older half cut to the lowest and highest point of each run of four."""
+    half = len(points) // 2
+    older, kept = points[:half], []
+    whole = len(older) - len(older) % 4
+    for start in range(0, whole, 4):
+        group = older[start : start + 4]
+        low = min(group, key=lambda point: point[1])
+        high = max(group, key=lambda point: point[1])
+        kept.extend(sorted({low, high}))
+    return kept + older[whole:] + points[half:]
+
+
+@SETTINGS
+@given(
+    values=st.lists(
+        st.one_of(st.floats(-10, 10), st.sampled_from([0.0, -0.0, 1.0])), min_size=16, max_size=300
+    )
+)
+def test_a_full_series_keeps_the_low_and_high_of_each_run(values: list[float]) -> None:
+    series = MetricSeries(max_points=16)
+    expected: list[tuple[float, float]] = []
+    for step, value in enumerate(values):
+        series.add(step, value)
+        expected.append((float(step), value))
+        if len(expected) >= 16:
+            expected = halved(expected)
+    assert series.points() == expected

@@ -70,6 +70,23 @@ def test_apply_batch_equals_applying_each_result() -> None:
     assert one.checkpoints == each.checkpoints and one.divergence == each.divergence
 
 
+def test_a_bar_with_an_unknown_eta_keeps_the_last_known_one() -> None:
+    clock = Clock()
+    state = ProgressState(clock=clock)
+    bar = "\rsteps:  10%|#         | {n}/100 [00:10<{eta}, {rate}, avr_loss=0.5]\n"
+    state.apply_batch(
+        parse_bytes(make_parser("kohya"), bar.format(n=10, eta="01:30", rate="1.00it/s").encode())
+    )
+    assert state.metrics.eta_s == 90.0 and state.progress.updated_at == 1000.0
+    clock.now = 1001.0
+    # tqdm's "?" for an unknown ETA: the step and loss move on, the ETA stays.
+    state.apply_batch(
+        parse_bytes(make_parser("kohya"), bar.format(n=11, eta="?", rate="?it/s").encode())
+    )
+    assert state.metrics.eta_s == 90.0 and state.step == 11 and state.metrics.loss == 0.5
+    assert state.progress.updated_at == 1001.0
+
+
 def test_series_keeps_at_most_max_points_and_the_spikes() -> None:
     series = MetricSeries(max_points=64)
     for step in range(1, 10_001):

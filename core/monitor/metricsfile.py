@@ -9,7 +9,7 @@ win. NaN and infinity are written as Python's ``json`` writes them (``NaN``,
 ``Infinity``), which :func:`read_metrics` reads back.
 
 Writes are buffered and flushed every ``flush_lines`` lines or when the oldest unwritten
-line is ``flush_interval`` seconds old (checked on each write and by
+line is ``flush_interval`` seconds old (checked after each write call and by
 :meth:`MetricsWriter.flush_if_due`, which the owner calls on its timer). A line cut
 short by a crash is cut off when the file is opened again, and skipped by the reader.
 """
@@ -17,15 +17,21 @@ short by a crash is cut off when the file is opened again, and skipped by the re
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 from loradeck.core.errors import StoreError
 from loradeck.core.monitor.results import Metrics
+
+#: One observation for :meth:`MetricsWriter.write_many`: step, epoch, loss, lr, val_loss.
+ValuesRow = tuple[int | None, int | None, float | None, float | None, float | None]
+#: A line being written: t, step, epoch, loss, lr, val_loss (None: not in the line).
+_Line = list[int | float | None]
 
 
 class MetricsWriter:
@@ -44,7 +50,7 @@ class MetricsWriter:
         self._flush_lines = flush_lines
         self._clock = clock
         self._lines: list[str] = []
-        self._pending: dict[str, float] | None = None
+        self._pending: _Line | None = None
         self._oldest: float | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,29 +91,41 @@ class MetricsWriter:
         *,
         t: float | None = None,
     ) -> None:
-        """:meth:`write` without building a :class:`Metrics` (the bulk path's rows)."""
-        if loss is None and lr is None and val_loss is None:
-            return
-        line: dict[str, float] = {"t": round(self._clock() if t is None else t, 3)}
-        if step is not None:
-            line["step"] = step
-        if epoch is not None:
-            line["epoch"] = epoch
-        if loss is not None:
-            line["loss"] = loss
-        if lr is not None:
-            line["lr"] = lr
-        if val_loss is not None:
-            line["val_loss"] = val_loss
+        """:meth:`write` without building a :class:`Metrics`."""
+        self.write_many([(step, epoch, loss, lr, val_loss)], t=t)
+
+    def write_many(self, rows: Iterable[ValuesRow], *, t: float | None = None) -> None:
+        """Record observations read together (the bulk path's rows), all at time ``t``.
+
+        One call per read of the log, not per bar redraw: the pending line is a plain
+        list in :data:`_KEYS` order and lines are encoded by :func:`_encode` (json.dumps
+        would cost more than parsing the bar), and the flush check runs once."""
+        stamp: float | None = None
         pending = self._pending
-        if pending is not None:
-            if step is not None and pending.get("step") == step:
+        lines = self._lines
+        for step, epoch, loss, lr, val_loss in rows:
+            if loss is None and lr is None and val_loss is None:
+                continue
+            if stamp is None:
+                stamp = round(self._clock() if t is None else t, 3)
+            if pending is not None and step is not None and pending[1] == step:
                 # The same step again: the newer values win, the older ones stay.
-                pending.update(line)
-                line = pending
-            else:
-                self._queue(pending)
-        self._pending = line
+                pending[0] = stamp
+                if epoch is not None:
+                    pending[2] = epoch
+                if loss is not None:
+                    pending[3] = loss
+                if lr is not None:
+                    pending[4] = lr
+                if val_loss is not None:
+                    pending[5] = val_loss
+                continue
+            if pending is not None:
+                lines.append(_encode(pending))
+            pending = [stamp, step, epoch, loss, lr, val_loss]
+        if stamp is None:
+            return
+        self._pending = pending
         if self._oldest is None:
             self._oldest = self._clock()
         self.flush_if_due()
@@ -124,7 +142,7 @@ class MetricsWriter:
     def flush(self) -> None:
         """Write everything, the pending observation included, to the file."""
         if self._pending is not None:
-            self._queue(self._pending)
+            self._lines.append(_encode(self._pending))
             self._pending = None
         if self._lines:
             try:
@@ -144,8 +162,39 @@ class MetricsWriter:
         finally:
             self._file.close()
 
-    def _queue(self, line: dict[str, float]) -> None:
-        self._lines.append(json.dumps(line, separators=(",", ":")) + "\n")
+
+#: The keys of a line, in order; a value of None is left out (``t`` is always set).
+_KEYS: tuple[str, ...] = ('{"t":', ',"step":', ',"epoch":', ',"loss":', ',"lr":', ',"val_loss":')
+
+
+def _number(value: int | float) -> str:
+    """``value`` as ``json.dumps`` writes it (NaN, Infinity and -Infinity included)."""
+    if type(value) is float:
+        if value - value == 0.0:  # finite
+            return float.__repr__(value)
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if type(value) is int:
+        return int.__repr__(value)
+    return json.dumps(value)
+
+
+def _encode(values: _Line) -> str:
+    """One line of the file, exactly as ``json.dumps(line, separators=(",", ":"))``."""
+    t, step, epoch, loss, lr, val_loss = values
+    if (
+        epoch is None
+        and lr is None
+        and val_loss is None
+        and type(t) is float
+        and type(step) is int
+        and type(loss) is float
+        and loss - loss == 0.0
+    ):
+        return f'{{"t":{t!r},"step":{step!r},"loss":{loss!r}}}\n'  # a bar's line
+    return (
+        "".join([key + _number(v) for key, v in zip(_KEYS, values, strict=True) if v is not None])
+        + "}\n"
+    )
 
 
 def read_metrics(path: Path) -> list[dict[str, float]]:

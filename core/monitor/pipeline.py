@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from loradeck.core.monitor.metricsfile import MetricsWriter
+from loradeck.core.monitor.metricsfile import MetricsWriter, ValuesRow
 from loradeck.core.monitor.parsers import LogParser, parse_bytes
 from loradeck.core.monitor.results import LogEvent, ParseBatch, ParseResult, Row, metrics_row
 from loradeck.core.monitor.series import MetricSeries, ProgressState
@@ -124,9 +124,9 @@ class LogPipeline:
             return
         step = self.state.step  # observations without a step are plotted at the last one
         self.state.apply_batch(batch)
-        loss, lr, val = (self.series[name] for name in SERIES_NAMES)
-        writer = self._writer
-        now = self._clock()
+        loss_add, lr_add, val_add = (self.series[name].add for name in SERIES_NAMES)
+        rows: list[ValuesRow] = []
+        keep = rows.append
         for item in batch.items():
             # Rows stay tuples (Metrics field order): no object per bar redraw.
             if type(item) is tuple:
@@ -140,13 +140,14 @@ class LogPipeline:
             epoch, loss_value, lr_value, val_value = row[2], row[4], row[5], row[8]
             if step is not None:
                 if loss_value is not None:
-                    loss.add(step, loss_value)
+                    loss_add(step, loss_value)
                 if lr_value is not None:
-                    lr.add(step, lr_value)
+                    lr_add(step, lr_value)
                 if val_value is not None:
-                    val.add(step, val_value)
-            if writer is not None:
-                writer.write_values(step, epoch, loss_value, lr_value, val_value, t=now)
+                    val_add(step, val_value)
+            keep((step, epoch, loss_value, lr_value, val_value))
+        if self._writer is not None and rows:
+            self._writer.write_many(rows, t=self._clock())
         if self._on_event is not None:
             for event in batch.events():
                 self._on_event(event)

@@ -196,6 +196,11 @@ class ParseBatch(Sequence[ParseResult]):
 
     def latest(self) -> Metrics | None:
         """The fold of all observations: for each field, the last value any of them set."""
+        row = self.latest_row()
+        return None if row is None else metrics_from_row(row)
+
+    def latest_row(self) -> Row | None:
+        """:meth:`latest` as a row (its ETA may still be raw bytes); None: no observation."""
         found: list[object] = [None] * len(METRIC_FIELDS)
         missing = list(range(len(METRIC_FIELDS)))
         nones: object = None
@@ -224,7 +229,7 @@ class ParseBatch(Sequence[ParseResult]):
             nones = (None,) * len(missing) if len(missing) > 1 else None
         if not seen:
             return None
-        return metrics_from_row(tuple(found))  # type: ignore[arg-type]
+        return tuple(found)  # type: ignore[return-value]
 
 
 def _result(item: Item) -> ParseResult:

@@ -21,7 +21,17 @@ import time
 from collections.abc import Callable
 
 from loradeck.core.models import FailureClass, Progress
-from loradeck.core.monitor.results import LogEvent, Metrics, ParseBatch, ParseResult
+from loradeck.core.monitor.results import (
+    METRIC_FIELDS,
+    LogEvent,
+    Metrics,
+    ParseBatch,
+    ParseResult,
+    Row,
+    clock_seconds,
+    metrics_from_row,
+    metrics_row,
+)
 
 
 class ProgressState:
@@ -29,7 +39,10 @@ class ProgressState:
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._metrics = Metrics()
+        # The latest value of each field, in Metrics field order; the Metrics object is
+        # built when asked for (a few times a second), not on every read of the log.
+        self._values: list[object] = [None] * len(METRIC_FIELDS)
+        self._metrics: Metrics | None = Metrics()
         self._updated_at: float | None = None
         self.checkpoints: list[LogEvent] = []
         """Every ``checkpoint_saved`` event, in order."""
@@ -45,11 +58,14 @@ class ProgressState:
     @property
     def metrics(self) -> Metrics:
         """Every field's latest value."""
+        if self._metrics is None:
+            self._metrics = metrics_from_row(tuple(self._values))  # type: ignore[arg-type]
         return self._metrics
 
     @property
     def step(self) -> int | None:
-        return self._metrics.step
+        step = self._values[0]
+        return step if isinstance(step, int) else None
 
     def apply(self, result: ParseResult | None) -> None:
         """Fold one result in."""
@@ -62,18 +78,27 @@ class ProgressState:
 
     def apply_batch(self, batch: ParseBatch) -> None:
         """Fold a bulk batch in (cheaply: bar rows are not turned into objects)."""
-        latest = batch.latest()
-        if latest is not None:
-            self.observe(latest)
+        row = batch.latest_row()
+        if row is not None:
+            self._fold(row)
         for event in batch.events():
             self.record(event)
 
     def observe(self, metrics: Metrics) -> None:
         """Fold one observation in: each field it sets replaces the old value."""
-        if metrics.is_empty:
-            return
-        self._metrics = self._metrics.merged(metrics)
-        self._updated_at = self._clock()
+        self._fold(metrics_row(metrics))
+
+    def _fold(self, row: Row) -> None:
+        values = self._values
+        changed = False
+        for index, raw in enumerate(row):
+            value = clock_seconds(raw) if type(raw) is bytes else raw  # a bar's raw ETA
+            if value is not None:
+                values[index] = value
+                changed = True
+        if changed:
+            self._metrics = None
+            self._updated_at = self._clock()
 
     def record(self, event: LogEvent) -> None:
         """Note one event."""
@@ -117,7 +142,7 @@ class ProgressState:
     @property
     def progress(self) -> Progress:
         """The summary for the store."""
-        m = self._metrics
+        m = self.metrics
         return Progress(
             step=m.step,
             total_steps=m.total_steps,
@@ -169,11 +194,21 @@ class MetricSeries:
         half = len(self._points) // 2
         older, newer = self._points[:half], self._points[half:]
         kept: list[tuple[float, float]] = []
+        keep = kept.append
         whole = len(older) - len(older) % 4
         for start in range(0, whole, 4):
             group = older[start : start + 4]
-            low = min(group, key=lambda p: p[1])
-            high = max(group, key=lambda p: p[1])
-            kept.extend(sorted({low, high}))
+            values = [point[1] for point in group]
+            # The first lowest and the first highest, in step order (one if the same).
+            low = values.index(min(values))
+            high = values.index(max(values))
+            if low == high:
+                keep(group[low])
+            elif low < high:
+                keep(group[low])
+                keep(group[high])
+            else:
+                keep(group[high])
+                keep(group[low])
         kept.extend(older[whole:])
         self._points = kept + newer
