@@ -289,7 +289,10 @@ def serve(engine: Engine, *, out: TextIO = sys.stdout) -> int:
         file=out,
         flush=True,
     )
-    stop.wait()
+    # A timed wait: the signal handler runs in this (main) thread, and a wait with no
+    # timeout is not reliably woken to run it.
+    while not stop.wait(0.5):
+        pass
     engine.stop()
     print("loradeck engine stopped; running jobs keep running in tmux", file=out, flush=True)
     return EXIT_OK

@@ -32,10 +32,18 @@ class HookRunner:
         self.settings = settings
         self.on_error = on_error
         self._threads: list[threading.Thread] = []
+        self._commands: dict[str, str | None] = {}
 
     def command_for(self, event: Event) -> str | None:
-        value = getattr(self.settings, f"on_{event.kind}", None)
-        return value if isinstance(value, str) and value.strip() else None
+        # Called for every event (tens a second): look the field up once per kind; a
+        # missing attribute on a pydantic model is slow to find out about.
+        try:
+            return self._commands[event.kind]
+        except KeyError:
+            value = getattr(self.settings, f"on_{event.kind}", None)
+            command = value if isinstance(value, str) and value.strip() else None
+            self._commands[event.kind] = command
+            return command
 
     def __call__(self, event: Event) -> None:
         command = self.command_for(event)
