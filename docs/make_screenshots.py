@@ -2,8 +2,9 @@
 
     .venv/bin/python docs/make_screenshots.py
 
-writes ``docs/tui-jobs.svg`` and ``docs/tui-gpus.svg`` (120x40, times in UTC). The scene
-is made-up data (:mod:`loradeck.tui.scene`): the same on every run.
+writes ``docs/tui-jobs.svg``, ``docs/tui-gpus.svg`` and ``docs/tui-gpus-slurm.svg`` (the
+GPU screen in Slurm mode: the cluster's nodes), 120x40, times in UTC. The scene is
+made-up data (:mod:`loradeck.tui.scene`): the same on every run.
 """
 
 from __future__ import annotations
@@ -41,7 +42,13 @@ async def main() -> None:
         await pilot.press("2")
         await _settled(app, pilot)
         app.save_screenshot(str(HERE / "tui-gpus.svg"))
-    print(f"wrote {HERE / 'tui-jobs.svg'} and {HERE / 'tui-gpus.svg'}")
+    slurm = scene_app(slurm=True)
+    async with slurm.run_test(size=SIZE) as pilot:
+        await _settled(slurm, pilot)
+        await pilot.press("2")
+        await _settled(slurm, pilot)
+        slurm.save_screenshot(str(HERE / "tui-gpus-slurm.svg"))
+    print(f"wrote {HERE / 'tui-jobs.svg'}, {HERE / 'tui-gpus.svg'}, {HERE / 'tui-gpus-slurm.svg'}")
 
 
 if __name__ == "__main__":

@@ -65,3 +65,10 @@ def test_help_screen(snap_compare: Any) -> None:
 @pytest.mark.parametrize("theme", ["loradeck-light", "loradeck-high-contrast", "loradeck-ansi"])
 def test_themes(snap_compare: Any, theme: str) -> None:
     assert snap_compare(scene_app(theme=theme), terminal_size=(120, 40), run_before=_keys())
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_gpus_screen_in_slurm_mode(snap_compare: Any, size: str) -> None:
+    """The GPU screen shows the cluster's nodes (issue 8)."""
+    app = scene_app(slurm=True)
+    assert snap_compare(app, terminal_size=SIZES[size], run_before=_keys("2"))

@@ -8,9 +8,9 @@ back as a :class:`~loradeck.tui.base.WorkDone` message and its error as one noti
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -24,10 +24,8 @@ from textual.worker import Worker, WorkerState
 
 from loradeck.core import events as ev
 from loradeck.core.errors import LoradeckError
-from loradeck.core.facade import EngineStatus, Facade, FacadeMode, LiveFacade, SubmitOutcome
-from loradeck.core.home import Home
+from loradeck.core.facade import EngineStatus, Facade, FacadeMode, SubmitOutcome
 from loradeck.core.models import Job, JobState
-from loradeck.core.settings import Settings
 from loradeck.tui.base import SCREENS, Change, DeckScreen, WorkDone
 from loradeck.tui.bridge import EventBridge
 from loradeck.tui.commands import palette_commands
@@ -45,15 +43,29 @@ from loradeck.tui.messages import (
     MachineRead,
     QueueChanged,
 )
+from loradeck.tui.navigation import Navigator
 from loradeck.tui.results_screen import ResultsScreen
 from loradeck.tui.state import DeckState
 from loradeck.tui.terminal import SystemTerminal, Terminal
-from loradeck.tui.themes import APP_VARIABLES, THEME_ENV, ThemeCatalog, load_themes, next_theme
+from loradeck.tui.themes import (
+    APP_VARIABLES,
+    ThemeCatalog,
+    load_themes,
+    next_theme,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SEVERITY = {"information": "information", "warning": "warning", "error": "error"}
+
+#: The main screens by mode; each is built on its first visit and then kept.
+MAIN_SCREENS: Mapping[str, type[DeckScreen]] = {
+    "jobs": JobsScreen,
+    "gpus": GpusScreen,
+    "results": ResultsScreen,
+    "events": EventsScreen,
+}
 
 
 class LoradeckApp(App[int]):
@@ -79,33 +91,40 @@ class LoradeckApp(App[int]):
         *,
         themes: ThemeCatalog | None = None,
         theme: str | None = None,
+        theme_source: str = "",
         terminal: Terminal | None = None,
         environ: Mapping[str, str] | None = None,
         machine_interval: float = 1.0,
         demo_batch: Path | None = None,
+        freeze_gc: bool = False,
     ) -> None:
+        """``theme`` is the theme to start with and ``theme_source`` who asked for it (for
+        the note when it cannot be used; see :func:`~loradeck.tui.themes.starting_theme`).
+        ``freeze_gc`` (the real app, not tests): once the first jobs are shown, exempt
+        everything loaded so far from the garbage collector's full passes, which
+        otherwise walk every loaded job and stall keys for a tenth of a second."""
         super().__init__()
         self.facade = facade
         self.deck = DeckState()
         self.catalog = themes or load_themes()
         self.wanted_theme = theme
+        self.theme_source = theme_source
         self.terminal: Terminal = terminal or SystemTerminal()
         self.environ: Mapping[str, str] = environ if environ is not None else os.environ
         self.machine_interval = machine_interval
         self.demo_batch = demo_batch
+        self.freeze_gc = freeze_gc
         self.exit_note: str | None = None
         self.closed = False
         self._bridge = EventBridge(facade.bus, self)
         self._loading = False
         self._reload_again = False
         self._reading = False
-        for mode, screen in (
-            ("jobs", JobsScreen),
-            ("gpus", GpusScreen),
-            ("results", ResultsScreen),
-            ("events", EventsScreen),
-        ):
+        self.deck_screens: list[DeckScreen] = []
+        """Every mounted main screen (and job screen), shown or hidden."""
+        for mode, screen in MAIN_SCREENS.items():
             self.add_mode(mode, screen)
+        self.navigator = Navigator(self, [mode for mode, _ in SCREENS])
         for theme_obj in self.catalog.themes:
             self.register_theme(theme_obj)
 
@@ -115,13 +134,13 @@ class LoradeckApp(App[int]):
     # ------------------------------------------------------------------ start
 
     def on_mount(self) -> None:
-        name, note = self.catalog.pick(self.wanted_theme)
+        name, note = self.catalog.pick(self.wanted_theme, self.theme_source)
         self.theme = name
         problems = self.catalog.notification()
         if problems or note:
             text = "\n".join(part for part in (problems, note) if part)
             self.notify(text, title="themes", severity="warning", timeout=10)
-        self.switch_mode("jobs")
+        self.navigator.show("jobs")
         self._bridge.start()
         self.call_blocking(
             self.facade.start, self._started, group="start", description="start the engine"
@@ -215,13 +234,18 @@ class LoradeckApp(App[int]):
     # ------------------------------------------------------------------ state
 
     def tell(self, change: Change, job_ids: Iterable[int] = ()) -> None:
-        """Tell the visible screen what changed (others catch up when shown)."""
+        """Tell the visible screen what changed; hidden ones note it and catch up when
+        they are shown again."""
         try:
-            screen = self.screen
+            current = self.screen
         except ScreenStackError:
             return  # an engine event that arrived while the app is closing
-        if isinstance(screen, DeckScreen):
-            screen.deck_changed(change, job_ids)
+        ids = tuple(job_ids)
+        for screen in self.deck_screens:
+            if screen is current:
+                screen.deck_changed(change, ids)
+            else:
+                screen.remember(change, ids)
 
     def reload_jobs(self) -> None:
         """Read the job list again (at most one read at a time; one more if asked meanwhile)."""
@@ -261,9 +285,14 @@ class LoradeckApp(App[int]):
     @on(JobsLoaded)
     def _jobs_loaded(self, message: JobsLoaded) -> None:
         self._loading = False
+        first = not self.deck.loaded
         diff = self.deck.set_jobs(message.jobs)
         if diff or not message.jobs:
             self.tell("jobs", (*diff.added, *diff.changed, *diff.removed))
+        if first:  # once the table is drawn, build the other screens unseen
+            self.call_after_refresh(self.navigator.build_hidden)
+            if self.freeze_gc:
+                self.call_after_refresh(gc.freeze)
         if self._reload_again:
             self._reload_again = False
             self.reload_jobs()
@@ -296,13 +325,16 @@ class LoradeckApp(App[int]):
     # ------------------------------------------------------------------ keys
 
     def action_show_screen(self, mode: str) -> None:
-        if self.current_mode != mode:
-            self.switch_mode(mode)
+        self.navigator.show(mode)
 
     def action_next_screen(self, step: int) -> None:
-        modes = [mode for mode, _ in SCREENS]
-        current = modes.index(self.current_mode) if self.current_mode in modes else 0
-        self.switch_mode(modes[(current + step) % len(modes)])
+        self.navigator.step(step)
+
+    def delay_update(self, delay: float = 0.05) -> None:
+        """Textual holds back the frame after a screen switch to hide a screen still
+        being composed; a main screen built before has nothing to hide."""
+        if not self.navigator.quick:
+            super().delay_update(delay)
 
     def action_cycle_theme(self) -> None:
         self.theme = next_theme(self.catalog.names, self.theme)
@@ -328,6 +360,7 @@ class LoradeckApp(App[int]):
     def shut_down(self, *, keep_scheduling: bool) -> None:
         """Stop following (and a hosted engine), then exit."""
         self.notify("stopping…", timeout=30)
+        self.navigator.stopped = True
         self._bridge.stop()
         self.call_blocking(
             lambda: self.facade.close(keep_scheduling=keep_scheduling),
@@ -345,40 +378,3 @@ class LoradeckApp(App[int]):
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         yield from palette_commands(self, screen)
-
-
-def run_tui(
-    home: Home,
-    settings: Settings,
-    *,
-    gpus: str | None,
-    tmux_session: str | None,
-    tmux_socket: str | None,
-    demo_batch: Path | None = None,
-    config_path: Path | None = None,
-) -> int:
-    """Open the TUI on ``home``; returns the exit code. Raises LoradeckError for bad
-    settings (unknown ``--gpus``, tmux missing) before the screen opens."""
-    facade = LiveFacade(
-        home,
-        settings,
-        gpus=gpus,
-        tmux_session=tmux_session,
-        tmux_socket=tmux_socket,
-        config_path=config_path,
-    )
-    app = LoradeckApp(
-        facade,
-        theme=os.environ.get(THEME_ENV),
-        machine_interval=settings.monitoring.gpu_sample_interval,
-        demo_batch=demo_batch,
-    )
-    try:
-        result = app.run()
-    finally:
-        if not app.closed:
-            note = facade.close(keep_scheduling=False)
-            app.exit_note = app.exit_note or note
-    if app.exit_note:
-        print(f"loradeck: {app.exit_note}", file=sys.stderr)
-    return result if isinstance(result, int) else app.return_code or 0

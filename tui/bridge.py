@@ -2,7 +2,8 @@
 
 The engine publishes on its own thread; ``post_message`` is thread-safe, so the bridge
 only picks the message type. High-rate events (progress) become messages that replace
-each other in the queue.
+each other in the queue; GPU samples are dropped (the app reads the machine itself, and
+they are not for the event log).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class EventBridge:
             self._target.post_message(JobProgressed(event))
         elif isinstance(event, ev.QueueChanged):
             self._target.post_message(QueueChanged())
+        elif isinstance(event, ev.GpuSampled):
+            return
         else:
             self._target.post_message(EngineEvent(event))
             if isinstance(event, ev.JobEvent):

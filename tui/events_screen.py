@@ -9,10 +9,10 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer
+from textual.widgets import DataTable
 
 from loradeck.core import events as ev
-from loradeck.tui.base import Change, DeckBar, DeckScreen
+from loradeck.tui.base import Change, DeckBar, DeckFooter, DeckScreen, Missed, app_closing
 
 #: Rows shown (the newest).
 SHOWN = 500
@@ -36,9 +36,11 @@ class EventsScreen(DeckScreen):
     def compose(self) -> ComposeResult:
         yield DeckBar(self.MODE)
         yield DataTable(id="events", cursor_type="row")
-        yield Footer(compact=True)
+        yield DeckFooter()
 
     def on_mount(self) -> None:
+        if app_closing(self):
+            return
         table = self.query_one(DataTable)
         table.add_column("TIME", key="time")
         table.add_column("EVENT", key="kind")
@@ -52,9 +54,9 @@ class EventsScreen(DeckScreen):
         if change == "events" and self._redraw is None:
             self._redraw = self.set_timer(REDRAW_S, self._draw)
 
-    def on_screen_resume(self) -> None:
-        super().on_screen_resume()
-        self._draw()
+    def catch_up(self, missed: Missed) -> None:
+        if "events" in missed:
+            self._draw()
 
     def action_cursor(self, delta: int) -> None:
         table = self.query_one(DataTable)

@@ -18,6 +18,7 @@ from textual.widgets import Sparkline, Static
 from loradeck.core.facade import MetricPoint
 from loradeck.core.jobview import elapsed, format_duration, job_details, one_line
 from loradeck.core.models import Job, JobState
+from loradeck.tui.base import set_text
 from loradeck.tui.loss_plot import LossPlot
 from loradeck.tui.state import ProgressView
 
@@ -105,7 +106,7 @@ class JobDetail(Widget):
         title = self.query_one("#detail-title", Static)
         if job is None:
             self._shown = ("", "")
-            title.update("no job selected")
+            set_text(title, "no job selected")
             self.query_one(Facts).show(Text())
             return
         title_text = f"#{job.id} {one_line(job.name)}"
@@ -113,13 +114,12 @@ class JobDetail(Widget):
         text = facts(job, progress, reason, at)
         if (title_text, text.plain) == self._shown:
             return  # an update costs a layout pass: skip it when nothing changed
-        if title_text != self._shown[0]:
-            title.update(title_text)
+        set_text(title, title_text)
         self._shown = (title_text, text.plain)
         self.query_one(Facts).show(text)
         if self.has_class("-full"):
             spec = job_details(job)
-            self.query_one("#detail-spec", Static).update(Text(spec))
+            set_text(self.query_one("#detail-spec", Static), Text(spec), fixed=False)
 
     def show_series(
         self, job: Job, series: list[MetricPoint], others: dict[str, list[MetricPoint]]
@@ -133,7 +133,7 @@ class JobDetail(Widget):
         self._log = lines
         log = self.query_one("#detail-log", Static)
         height = max(1, log.size.height)
-        log.update(Text("\n".join(lines[-height:]), no_wrap=True, overflow="ellipsis"))
+        set_text(log, Text("\n".join(lines[-height:]), no_wrap=True, overflow="ellipsis"))
 
     def on_resize(self) -> None:
         if self._log:

@@ -7,11 +7,10 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer
 
 from loradeck.core.facade import MetricPoint
 from loradeck.core.models import Job, JobState
-from loradeck.tui.base import Change, DeckBar, DeckScreen
+from loradeck.tui.base import Change, DeckBar, DeckFooter, DeckScreen, app_closing
 from loradeck.tui.job_actions import JobActions
 from loradeck.tui.job_detail import JobDetail
 from loradeck.tui.state import ProgressView
@@ -36,9 +35,11 @@ class JobScreen(DeckScreen, JobActions):
     def compose(self) -> ComposeResult:
         yield DeckBar(self.MODE)
         yield JobDetail(id="detail", classes="-full")
-        yield Footer(compact=True)
+        yield DeckFooter()
 
     def on_mount(self) -> None:
+        if app_closing(self):
+            return
         self.query_one("#detail-spec-box").focus()  # arrows scroll the spec
         self._show()
         self._load()

@@ -115,7 +115,7 @@ class JobTable(ScrollView, can_focus=True):
         Binding("end,G", "last", "Last", show=False),
     ]
 
-    cursor = reactive(0, always_update=True)
+    cursor = reactive(0, always_update=True, repaint=False)
     """Index of the selected row."""
 
     @dataclass

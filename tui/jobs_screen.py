@@ -11,12 +11,12 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.events import Resize
 from textual.timer import Timer
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from loradeck.core.facade import MetricPoint, SubmitOutcome
 from loradeck.core.jobview import one_line
 from loradeck.core.models import Job, JobState
-from loradeck.tui.base import Change, DeckBar, DeckScreen
+from loradeck.tui.base import Change, DeckBar, DeckFooter, DeckScreen, Missed, app_closing, set_text
 from loradeck.tui.dialogs import SubmitDialog
 from loradeck.tui.job_actions import JobActions
 from loradeck.tui.job_detail import JobDetail
@@ -87,9 +87,11 @@ class JobsScreen(DeckScreen, JobActions):
             yield Input(placeholder="/ to filter by id, name, user or tag", id="filter-text")
         yield JobTable(id="jobs")
         yield JobDetail(id="detail")
-        yield Footer(compact=True)
+        yield DeckFooter()
 
     def on_mount(self) -> None:
+        if app_closing(self):
+            return
         self._show_filter()
         self.set_interval(DETAIL_REFRESH_S, self._refresh_detail_data)
         self.query_one(JobTable).focus()
@@ -119,9 +121,16 @@ class JobsScreen(DeckScreen, JobActions):
             if self._flush_timer is None:
                 self._flush_timer = self.set_timer(PROGRESS_FLUSH_S, self._flush_progress)
 
-    def on_screen_resume(self) -> None:
-        super().on_screen_resume()
-        self._sync()
+    def catch_up(self, missed: Missed) -> None:
+        """Rewrite only the rows of the jobs that changed while hidden."""
+        if "jobs" not in missed and "progress" not in missed:
+            return
+        changed: set[int] | None = set()
+        for change in ("jobs", "progress"):
+            if change in missed:
+                ids = missed[change]
+                changed = None if ids is None or changed is None else changed | ids
+        self._sync(changed=changed)
 
     def _sync(
         self, *, first: bool = False, rebuild: bool = False, changed: set[int] | None = None
@@ -258,7 +267,7 @@ class JobsScreen(DeckScreen, JobActions):
 
     def _show_filter(self) -> None:
         label = STATE_FILTERS[self.state_filter][0]
-        self.query_one("#filter-state", Static).update(f"state: {label} (f) ")
+        set_text(self.query_one("#filter-state", Static), f"state: {label} (f) ", fixed=False)
 
     def on_resize(self, event: Resize) -> None:
         if self.query_one(JobTable).fit_width(event.size.width):

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from loradeck.core import cli
 from loradeck.core.errors import LoradeckError
+from loradeck.core.home import Home
+from loradeck.core.settings import Settings
 
 
 def wants_tui(argv: Sequence[str], *, interactive: bool) -> bool:
@@ -43,8 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not wants_tui(args_list, interactive=interactive):
         return cli.main(args_list)
     args = cli.build_parser().parse_args(args_list)
-    from loradeck.tui.app import run_tui
-
     try:
         ctx = cli.Context(args)
         demo = args.command_name == "demo"
@@ -62,6 +63,51 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         return cli.EXIT_INTERRUPTED
+
+
+def run_tui(
+    home: Home,
+    settings: Settings,
+    *,
+    gpus: str | None,
+    tmux_session: str | None,
+    tmux_socket: str | None,
+    demo_batch: Path | None = None,
+    config_path: Path | None = None,
+) -> int:
+    """Open the TUI on ``home``; returns the exit code. Raises LoradeckError for bad
+    settings (unknown ``--gpus``, tmux missing) before the screen opens. The theme is
+    ``LORADECK_THEME``, else ``[tui] theme``, else the default."""
+    from loradeck.core.facade import LiveFacade
+    from loradeck.tui.app import LoradeckApp
+    from loradeck.tui.themes import starting_theme
+
+    facade = LiveFacade(
+        home,
+        settings,
+        gpus=gpus,
+        tmux_session=tmux_session,
+        tmux_socket=tmux_socket,
+        config_path=config_path,
+    )
+    theme, theme_source = starting_theme(settings.tui.theme, os.environ)
+    app = LoradeckApp(
+        facade,
+        theme=theme,
+        theme_source=theme_source,
+        machine_interval=settings.monitoring.gpu_sample_interval,
+        demo_batch=demo_batch,
+        freeze_gc=True,
+    )
+    try:
+        result = app.run()
+    finally:
+        if not app.closed:
+            note = facade.close(keep_scheduling=False)
+            app.exit_note = app.exit_note or note
+    if app.exit_note:
+        print(f"loradeck: {app.exit_note}", file=sys.stderr)
+    return result if isinstance(result, int) else app.return_code or 0
 
 
 if __name__ == "__main__":

@@ -13,11 +13,11 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from loradeck.core.facade import CheckpointEntry
 from loradeck.core.jobview import one_line
-from loradeck.tui.base import Change, DeckBar, DeckScreen
+from loradeck.tui.base import Change, DeckBar, DeckFooter, DeckScreen, Missed, app_closing, set_text
 
 #: Seconds between reloads of the leaderboard while the screen is shown.
 RELOAD_S = 10.0
@@ -57,9 +57,11 @@ class ResultsScreen(DeckScreen):
         yield DeckBar(self.MODE)
         yield Static("", id="results-note", markup=False)
         yield DataTable(id="results", cursor_type="row")
-        yield Footer(compact=True)
+        yield DeckFooter()
 
     def on_mount(self) -> None:
+        if app_closing(self):
+            return
         table = self.query_one(DataTable)
         for key, label in (
             ("rank", "#"),
@@ -81,9 +83,9 @@ class ResultsScreen(DeckScreen):
         if change == "events":
             self._draw()
 
-    def on_screen_resume(self) -> None:
-        super().on_screen_resume()
-        self._draw()
+    def catch_up(self, missed: Missed) -> None:
+        if "events" in missed:
+            self._draw()
         self._reload()
 
     def _reload(self) -> None:
@@ -112,7 +114,7 @@ class ResultsScreen(DeckScreen):
             note += f", {scored} scored (* best of its sweep)"
         if len(entries) > scored:
             note += "; e on a job scores its checkpoints"
-        self.query_one("#results-note", Static).update(note)
+        set_text(self.query_one("#results-note", Static), note)
         if entries == self._shown:
             return
         self._shown = entries

@@ -13,7 +13,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from loradeck.core import events as ev
-from loradeck.core.facade import CheckpointEntry, EngineStatus, FacadeMode, MachineReading
+from loradeck.core.facade import (
+    CheckpointEntry,
+    EngineStatus,
+    FacadeMode,
+    MachineReading,
+    NodePanel,
+)
 from loradeck.core.gpu import GpuRing
 from loradeck.core.models import Job, JobState
 
@@ -41,6 +47,20 @@ class ProgressView:
         return None
 
 
+class NodeRing:
+    """The last readings of one Slurm node: GPUs and CPUs given out, memory allocated."""
+
+    def __init__(self, capacity: int = RING_CAPACITY) -> None:
+        self.gpus: deque[float] = deque(maxlen=capacity)
+        self.cpus: deque[float] = deque(maxlen=capacity)
+        self.mem: deque[float] = deque(maxlen=capacity)
+
+    def append(self, node: NodePanel) -> None:
+        self.gpus.append(float(node.gpus_used))
+        self.cpus.append(float(node.cpus_used))
+        self.mem.append(node.mem_used_gb)
+
+
 @dataclass(frozen=True)
 class JobsDiff:
     """What changed between two job lists."""
@@ -66,6 +86,8 @@ class DeckState:
     """Newest first."""
     checkpoints: list[CheckpointEntry] = field(default_factory=list)
     rings: dict[int, GpuRing] = field(default_factory=dict)
+    node_rings: dict[str, NodeRing] = field(default_factory=dict)
+    """Slurm mode: each node's history, one entry per reading of the nodes."""
     ram: deque[float] = field(default_factory=lambda: deque(maxlen=RING_CAPACITY))
     cpu: deque[float] = field(default_factory=lambda: deque(maxlen=RING_CAPACITY))
     machine: MachineReading | None = None
@@ -154,11 +176,15 @@ class DeckState:
                 )
 
     def add_reading(self, reading: MachineReading) -> None:
-        self.machine = reading
+        before, self.machine = self.machine, reading
         for panel in reading.gpus:
             ring = self.rings.get(panel.gpu.index)
             if ring is None:
                 ring = self.rings[panel.gpu.index] = GpuRing(panel.gpu.index, RING_CAPACITY)
             ring.append(panel.gpu.sample(reading.taken_at))
+        if reading.nodes and (before is None or reading.nodes_at != before.nodes_at):
+            # nodes are read less often than the rest: one entry per reading of them
+            for node in reading.nodes:
+                self.node_rings.setdefault(node.name, NodeRing()).append(node)
         self.ram.append(reading.ram_used_gb)
         self.cpu.append(reading.cpu_percent)

@@ -11,6 +11,10 @@ every file is checked here: unknown keys, wrong types, colours that do not parse
 colour system is generated once, which raises on them) and loradeck's variables. A
 broken file is skipped and named in :attr:`ThemeCatalog.problems`; the app shows that in
 one notification and falls back to :data:`DEFAULT_THEME`.
+
+The theme to start with is ``LORADECK_THEME``, else the ``[tui] theme`` setting, else
+the default (:func:`starting_theme`); a name that is not a usable theme is said in the
+same notification, with where it came from.
 """
 
 from __future__ import annotations
@@ -53,7 +57,20 @@ APP_VARIABLES: Mapping[str, str] = {
 SHIPPED_ORDER = ("loradeck-dark", "loradeck-light", "loradeck-high-contrast", "loradeck-ansi")
 
 THEME_ENV = "LORADECK_THEME"
-"""Environment variable naming the theme to start with."""
+"""Environment variable naming the theme to start with (over ``[tui] theme``)."""
+SETTING_SOURCE = "[tui] theme in config.toml"
+"""How the note of an unusable theme names the setting."""
+
+
+def starting_theme(setting: str | None, environ: Mapping[str, str]) -> tuple[str | None, str]:
+    """The theme to start with and where that came from: :data:`THEME_ENV` over the
+    ``[tui] theme`` setting; (None, "") when neither names one (the default then)."""
+    from_env = environ.get(THEME_ENV, "").strip()
+    if from_env:
+        return from_env, THEME_ENV
+    if setting:
+        return setting, SETTING_SOURCE
+    return None, ""
 
 
 class ThemeFile(BaseModel):
@@ -101,14 +118,19 @@ class ThemeCatalog:
     def names(self) -> tuple[str, ...]:
         return tuple(theme.name for theme in self.themes)
 
-    def pick(self, wanted: str | None) -> tuple[str, str | None]:
-        """The theme to start with and, if ``wanted`` cannot be used, a note saying so."""
+    def pick(self, wanted: str | None, source: str = "") -> tuple[str, str | None]:
+        """The theme to start with and, if ``wanted`` cannot be used, a note saying so
+        (naming ``source``, where the name came from, when given)."""
         if not wanted or wanted in self.names:
             return (wanted or DEFAULT_THEME), None
         broken = [p.path for p in self.problems if Path(p.path).stem == wanted]
         why = f"is broken ({broken[0]})" if broken else "does not exist"
         known = ", ".join(self.names)
-        return DEFAULT_THEME, f"theme {wanted!r} {why}; using {DEFAULT_THEME} (known: {known})"
+        origin = f" (from {source})" if source else ""
+        return (
+            DEFAULT_THEME,
+            f"theme {wanted!r}{origin} {why}; using {DEFAULT_THEME} (known: {known})",
+        )
 
     def notification(self) -> str | None:
         """One message naming every broken file, or None when all loaded."""

@@ -1,0 +1,60 @@
+"""The GPU screen's reading in Slurm mode, on the real single-node Slurm of
+scripts/slurm-dev-cluster.sh (node ``vm``-like, 4 fake GPUs): the facade hosts an engine
+in Slurm mode, a job runs, and the reading shows the node, its GPUs and the job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import wait_for, write
+from slurm_fixtures import SlurmCluster
+from slurm_helpers import slurm_settings
+
+from loradeck.core.facade import LiveFacade, MachineReading
+from loradeck.core.home import Home
+from loradeck.core.models import JobState
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+@pytest.fixture
+def facade(slurm_home: Home, slurm_cluster: SlurmCluster) -> Iterator[LiveFacade]:
+    """A facade hosting an engine in Slurm mode."""
+    live = LiveFacade(slurm_home, slurm_settings(), gpus="sim:1")
+    live.start()
+    yield live
+    live.close()
+
+
+def test_the_reading_shows_the_clusters_node_and_the_job_slurm_placed_on_it(
+    facade: LiveFacade, tmp_path: Path
+) -> None:
+    idle = facade.read_machine()
+    assert idle.cluster == "Slurm" and idle.gpus == () and idle.message is None
+    (node,) = idle.nodes
+    assert node.gpus_total == 4 and node.cpus_total >= 2 and node.mem_total_gb > 0
+    assert node.state and node.partition
+    batch = write(
+        tmp_path / "batch.toml",
+        '[[job]]\nname = "busy"\ncommand = "sleep 120"\ngpus = 2\n',
+    )
+    (job_id,) = facade.submit_batch(batch).job_ids
+
+    def placed() -> MachineReading | None:
+        if facade.job(job_id).state != JobState.RUNNING:
+            return None
+        # The nodes are read every few seconds (sinfo), where the job is placed from
+        # the engine's latest squeue: wait for a reading of the nodes with it running.
+        reading = facade.read_machine()
+        node = reading.nodes[0] if reading.nodes else None
+        return reading if node is not None and node.jobs and node.gpus_used else None
+
+    reading = wait_for(placed, 90, "the job on the node in the GPU reading")
+    assert isinstance(reading, MachineReading)
+    (busy,) = reading.nodes
+    assert busy.name == node.name and busy.jobs == ((job_id, "busy"),)
+    assert busy.gpus_used == 2 and busy.state in ("mixed", "allocated")
+    facade.cancel(job_id)
+    wait_for(lambda: facade.job(job_id).state == JobState.CANCELLED, 60, "the job cancelled")
