@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from loradeck.core import events as ev
-from loradeck.core.actions import cancel_job, retry_job, set_priority, toggle_hold
+from loradeck.core.actions import apply_priority, apply_toggle_hold, cancel_job, retry_job
 from loradeck.core.errors import EngineLockedError, ExecutorError, LoradeckError
 from loradeck.core.facadeops import (
     FitCheck,
@@ -290,13 +290,27 @@ class LiveFacade:
         return self._apply(job_id, lambda job: cancel_job(job, self.now()))
 
     def toggle_hold(self, job_id: int) -> Job:
-        return self._apply(job_id, lambda job: toggle_hold(job, self.now()))
+        """Hold or release; a job already in Slurm is held or released there (Slurm's
+        refusal raises :class:`ExecutorError` with Slurm's words)."""
+        try:
+            return apply_toggle_hold(
+                self._require_store(), job_id, self.now(), slurm=self.engine.slurm
+            )
+        finally:
+            self._changed()  # a release can fail in Slurm after the store changed
 
     def retry(self, job_id: int) -> Job:
         return self._apply(job_id, lambda job: retry_job(job, self.now()))
 
     def change_priority(self, job_id: int, delta: int) -> Job:
-        return self._apply(job_id, lambda job: set_priority(job, job.priority + delta))
+        """Change the priority by ``delta``; for a job in Slurm, its nice too, where
+        Slurm allows it (a refusal changes nothing)."""
+        store = self._require_store()
+        try:
+            value = store.get(job_id).priority + delta
+            return apply_priority(store, job_id, value, slurm=self.engine.slurm)
+        finally:
+            self._changed()
 
     def submit_batch(self, path: Path, *, resume: bool = False) -> SubmitOutcome:
         """Validate and submit a batch file (see

@@ -12,6 +12,7 @@ from conftest import wait_for, write
 from slurm_fixtures import SlurmCluster
 from slurm_helpers import slurm_settings
 
+from loradeck.core.errors import ExecutorError
 from loradeck.core.facade import LiveFacade, MachineReading
 from loradeck.core.home import Home
 from loradeck.core.models import JobState
@@ -58,3 +59,39 @@ def test_the_reading_shows_the_clusters_node_and_the_job_slurm_placed_on_it(
     assert busy.gpus_used == 2 and busy.state in ("mixed", "allocated")
     facade.cancel(job_id)
     wait_for(lambda: facade.job(job_id).state == JobState.CANCELLED, 60, "the job cancelled")
+
+
+def test_hold_and_priority_keys_act_in_slurm(
+    facade: LiveFacade, slurm_cluster: SlurmCluster, tmp_path: Path
+) -> None:
+    """`h` and `+`/`-` on a job waiting in Slurm's queue: held and released in Slurm,
+    its nice changed there; `h` on a job Slurm runs is refused in Slurm's terms."""
+    flag = tmp_path / "go"
+    batch = write(
+        tmp_path / "batch.toml",
+        f"[[job]]\nname = 'blocker'\ngpus = 4\n"
+        f"command = 'while [ ! -e {flag} ]; do sleep 0.1; done'\n"
+        "[[job]]\nname = 'waiting'\ngpus = 4\ncommand = 'true'\n",
+    )
+    blocker, waiting = facade.submit_batch(batch).job_ids
+    try:
+
+        def in_slurm(job_id: int, reason: str) -> bool:
+            job = facade.job(job_id)
+            return job.executor_ref is not None and job.reason.startswith(reason)
+
+        wait_for(lambda: in_slurm(blocker, "slurm: RUNNING"), 90, "the blocker running")
+        wait_for(lambda: in_slurm(waiting, "slurm: PENDING"), 90, "the other waiting")
+        with pytest.raises(ExecutorError, match="Slurm is running it"):
+            facade.toggle_hold(blocker)
+        ref = facade.job(waiting).executor_ref
+        assert ref is not None
+        held = facade.toggle_hold(waiting)
+        assert held.state == JobState.HELD and slurm_cluster.squeue(ref)[ref].held
+        released = facade.toggle_hold(waiting)
+        assert released.state == JobState.RUNNING and not slurm_cluster.squeue(ref)[ref].held
+        assert facade.change_priority(waiting, -2).priority == -2
+        assert slurm_cluster.squeue(ref)[ref].nice == 2
+    finally:
+        flag.touch()
+    wait_for(lambda: facade.job(waiting).state == JobState.COMPLETED, 90, "the job done")
