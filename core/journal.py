@@ -5,7 +5,11 @@
 * A *journal* is an append-only file of committed transactions, one line each:
   ``<crc32 of the payload, 8 hex digits> <payload: one JSON object>\\n``. A crash can leave
   an unfinished last line (a *torn tail*); that is normal and is dropped. A damaged line
-  with whole lines after it is corruption.
+  with whole lines after it is corruption, unless it holds NUL bytes: no writer ever
+  writes one, so they are blocks that a crash of the machine left unwritten while later
+  ones reached the disk (some filesystems write an unsynced file out of order). Only
+  commits made without fsync (``durable=False``) can be lost that way; such a *hole* is
+  skipped.
 * A *table file* is a tinydb database (``{"table": {"doc id": {...}}}``) written one row a
   line, so that it is read without building every row at once, and replaced atomically
   (temporary file, fsync, rename, fsync of the folder). Any valid tinydb JSON file is
@@ -17,6 +21,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import zlib
@@ -33,6 +38,8 @@ from loradeck.core.models import TERMINAL_STATES, Batch, Job, JobState
 from loradeck.core.validation import pydantic_problems
 
 T = TypeVar("T")
+
+_log = logging.getLogger(__name__)
 
 FILE_MODE = 0o600
 PREVIOUS_SNAPSHOT = "snapshot.prev.json"
@@ -169,22 +176,28 @@ class JournalScan:
     records: list[JournalRecord]
     torn: bool
     """Bytes follow the last valid line: the unfinished tail of an interrupted write."""
+    holes: int = 0
+    """Damaged lines holding NUL bytes that were skipped (see the module docstring)."""
 
 
 def scan_journal(data: bytes, path: Path, base: int) -> JournalScan:
     """Read the lines in ``data`` (the journal from offset ``base`` on).
 
     Damaged lines at the end are a torn tail; a damaged line followed by a valid one is
-    corruption (:class:`StoreCorruptError`).
+    corruption (:class:`StoreCorruptError`), unless it holds NUL bytes (a hole, skipped).
     """
     records: list[JournalRecord] = []
     damaged_at: int | None = None
+    holes = unresolved = 0  # NUL lines: holes once a valid line follows, else the tail
     pos = 0
     end = 0
     while (newline := data.find(b"\n", pos)) >= 0:
-        body = _decode_line(data[pos:newline])
+        line = data[pos:newline]
+        body = _decode_line(line)
         if body is None:
-            if damaged_at is None:
+            if damaged_at is None and b"\0" in line:
+                unresolved += 1
+            elif damaged_at is None:
                 damaged_at = pos
         elif damaged_at is not None:
             raise corrupt(
@@ -195,8 +208,9 @@ def scan_journal(data: bytes, path: Path, base: int) -> JournalScan:
         else:
             records.append(JournalRecord(base + pos, base + newline + 1, body))
             end = newline + 1
+            holes, unresolved = holes + unresolved, 0
         pos = newline + 1
-    return JournalScan(records, torn=end < len(data))
+    return JournalScan(records, torn=end < len(data), holes=holes)
 
 
 # --------------------------------------------------------------------------- table files
@@ -560,6 +574,13 @@ class StoreView:
             self.offset = record.end
         self.seen_size = size
         self.torn = scan.torn
+        if scan.holes:
+            _log.warning(
+                "%s: skipped %d line(s) that a crash of the machine left unwritten "
+                "(commits made without fsync)",
+                self.journal_path,
+                scan.holes,
+            )
         return bool(scan.records)
 
     def _apply(self, record: JournalRecord) -> None:

@@ -13,6 +13,13 @@ journal outgrows the snapshot, the committing process compacts: it moves old fin
 to a new archive file, writes the next snapshot atomically and starts a new journal. The
 working set therefore holds active and recently finished jobs, whatever the history.
 
+A transaction opened with ``durable=False`` skips the fsync (a few milliseconds): its line
+is written at once, so every process sees it and it survives a crash of the writing
+process, but a crash of the machine may lose it until the next durable commit (any
+process's: an fsync covers the whole file), :meth:`Store.sync`, :meth:`Store.close` or
+the kernel's own write-back a few seconds later. For bookkeeping that can be lost, or
+that a durable commit follows right away (group commit).
+
 Every process keeps the state in memory and catches up on each call by reading only the
 journal bytes appended since (two ``stat`` calls when nothing changed). Readers take no
 lock. Jobs are parsed into :class:`Job` only when asked for. A file that does not parse
@@ -27,7 +34,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -106,6 +113,10 @@ class Store:
         self._writer = threading.Lock()
         self._owner: int | None = None
         self._closed = False
+        self._unsynced = False
+        """A commit of this process skipped its fsync and none has been done since."""
+        self._foreign = False
+        """A read applied others' commits since the last :meth:`refresh`."""
         self._segments: dict[str, dict[int, JobRecord]] = {}
         self._archive: dict[int, JobRecord] | None = None
         self._archive_key: tuple[str, ...] = ()
@@ -126,6 +137,12 @@ class Store:
     def get(self, job_id: int) -> Job:
         """The job ``job_id``, archived or not; :class:`UnknownJobError` if there is none."""
         return self._read(lambda view: self._job(view, job_id))
+
+    def get_many(self, job_ids: Iterable[int]) -> list[Job]:
+        """The jobs ``job_ids``, in that order, as of one moment: one catch-up for all of
+        them, where a :meth:`get` per job catches up each time (two ``stat`` calls)."""
+        ids = list(job_ids)
+        return self._read(lambda view: [self._job(view, job_id) for job_id in ids])
 
     def jobs(self, *, active_only: bool = False) -> list[Job]:
         """Every job (or every job not yet finished), sorted by id."""
@@ -153,11 +170,18 @@ class Store:
         return self._read(find)
 
     def refresh(self) -> bool:
-        """Catch up with other processes' commits; True if anything changed."""
+        """Catch up with other processes' commits (and other Store objects'); True if
+        there were any since the previous ``refresh()``, whichever read caught up with
+        them. This Store's own commits do not count.
+
+        "Since the previous refresh()", not "in this call": a caller that refreshes once
+        per pass (the engine) must learn of a commit that some read in between (a
+        ``jobs()`` while computing its sleep) already applied."""
         self._usable()
+        self._read(_revision)
         with self._state:
-            before = _revision(self._view)
-        return self._read(_revision) != before
+            changed, self._foreign = self._foreign, False
+        return changed
 
     @property
     def revision(self) -> tuple[int, int]:
@@ -172,12 +196,13 @@ class Store:
     # ----------------------------------------------------------------- writes
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self, *, durable: bool = True) -> Iterator[Transaction]:
         """An exclusive transaction, across processes, on the latest state.
 
-        On normal exit every put is committed and fsync'd before this returns; if the
-        body raises, nothing is written. Transactions do not nest: one thread holds at
-        most one, on one Store object, at a time.
+        On normal exit every put is committed, and fsync'd before this returns unless
+        ``durable`` is False (see the module docstring); if the body raises, nothing is
+        written. Transactions do not nest: one thread holds at most one, on one Store
+        object, at a time.
         """
         self._usable()
         with self._exclusive():
@@ -189,14 +214,15 @@ class Store:
             finally:
                 txn._live = False
             with self._state:
-                self._commit(txn)
+                self._commit(txn, durable=durable)
 
-    def update(self, job_id: int, fn: Callable[[Job], Job]) -> Job:
+    def update(self, job_id: int, fn: Callable[[Job], Job], *, durable: bool = True) -> Job:
         """Store ``fn(job)`` in place of job ``job_id`` in one transaction; returns it.
 
-        Nothing is written when ``fn`` returns the job unchanged.
+        Nothing is written when ``fn`` returns the job unchanged. ``durable`` as for
+        :meth:`transaction`.
         """
-        with self.transaction() as txn:
+        with self.transaction(durable=durable) as txn:
             current = txn.get(job_id)
             new = fn(current)
             if new.id != job_id:
@@ -212,10 +238,21 @@ class Store:
             self._attempt(lambda view: view)
             self._compact()
 
+    def sync(self) -> None:
+        """Make this process's commits made with ``durable=False`` durable now."""
+        self._usable()
+        with self._state:
+            self._sync()
+
     def close(self) -> None:
-        """Release the files; the store cannot be used afterwards."""
+        """Make every commit durable and release the files; the store cannot be used
+        afterwards."""
         with self._state:
             if not self._closed:
+                try:
+                    self._sync()
+                except StoreError:
+                    _log.warning("%s: could not sync on close", self._dir, exc_info=True)
                 self._closed = True
                 self._view.close()
                 os.close(self._lock_fd)
@@ -259,12 +296,14 @@ class Store:
         except FileNotFoundError as err:
             raise corrupt(self._snapshot, "the snapshot is missing") from err
         if key == view.snapshot_key:
-            view.read_journal()
+            if view.read_journal():
+                self._foreign = True
             return
         fresh = load_view(self._dir, view)
         if fresh is None:
             raise _StaleError
         self._view = fresh
+        self._foreign = True
         view.close()
 
     def _first_view(self) -> StoreView:
@@ -356,7 +395,18 @@ class Store:
                 self._owner = None
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    def _commit(self, txn: Transaction) -> None:
+    def _sync(self) -> None:
+        """fsync the journal if a commit of this process skipped it (state lock held)."""
+        view = self._view
+        if not self._unsynced or view.journal_fd < 0:
+            return
+        try:
+            os.fdatasync(view.journal_fd)
+        except OSError as err:
+            raise StoreError(f"{view.journal_path}: cannot sync ({err.strerror})") from err
+        self._unsynced = False
+
+    def _commit(self, txn: Transaction, *, durable: bool = True) -> None:
         if not txn.changed_jobs and not txn.changed_batches:
             return
         view = self._view
@@ -377,7 +427,8 @@ class Store:
             if view.torn:
                 os.ftruncate(fd, view.offset)  # a crashed writer's unfinished line
             write_all(fd, line)
-            os.fdatasync(fd)
+            if durable:
+                os.fdatasync(fd)  # also makes this process's earlier unsynced lines durable
         except OSError as err:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, view.offset)
@@ -388,6 +439,7 @@ class Store:
         view.offset += len(line)
         view.seen_size = view.offset
         view.torn = False
+        self._unsynced = not durable
         for job, text in jobs:
             view.set_job(job.id, JobRecord.of_job(job, text, view.journal_path))
         for batch, text in batches:
@@ -452,6 +504,7 @@ class Store:
         view.snapshot_bytes = len(data)
         view.offset = view.seen_size = 0
         view.torn = False
+        self._unsynced = False  # the new snapshot, fsync'd, holds every commit
         if self._archive is not None and moving:
             kept = {} if len(archives) == 1 else dict(self._segments)
             self._segments = {**kept, archives[-1]: contents}

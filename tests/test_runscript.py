@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from tmux_fixtures import wait_until
 
 from loradeck.core.errors import ExecutorError
-from loradeck.core.executor.jobfiles import JobFiles
+from loradeck.core.executor.jobfiles import AttemptInfo, JobFiles
 from loradeck.core.executor.logtee import (
     BoundedLog,
     marker_line,
@@ -34,7 +34,12 @@ from loradeck.core.executor.proctree import (
     kill_tree,
     verified_root,
 )
-from loradeck.core.executor.runscript import RunSpec, render_run_script, write_run_files
+from loradeck.core.executor.runscript import (
+    FirstStage,
+    RunSpec,
+    render_run_script,
+    write_run_files,
+)
 from loradeck.core.models import Job, JobSpec
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -67,6 +72,10 @@ def run_job(tmp_path: Path) -> RunJob:
         gpu_ids: tuple[int, ...] = (0,),
         extra_env: Mapping[str, str] | None = None,
         gpus_from_var: str | None = None,
+        first_stage: FirstStage | None = None,
+        max_log_bytes: int = 1 << 20,
+        launch_guard: bool = False,
+        attempt_file: bool = True,
         **spec: Any,
     ) -> tuple[Job, subprocess.CompletedProcess[bytes]]:
         job = _job(tmp_path / f"job{next(counter)}", command, **spec)
@@ -78,11 +87,15 @@ def run_job(tmp_path: Path) -> RunJob:
                 gpu_ids=gpu_ids,
                 token=TOKEN,
                 python=sys.executable,
-                max_log_bytes=1 << 20,
+                max_log_bytes=max_log_bytes,
                 extra_env=extra_env or {},
                 gpus_from_var=gpus_from_var,
+                first_stage=first_stage,
+                launch_guard=launch_guard,
             )
         )
+        if attempt_file:
+            JobFiles.of(job).write_attempt(AttemptInfo(job.attempts, TOKEN, "@1", time.time()))
         done = subprocess.run(
             ["bash", str(JobFiles.of(job).run_script)],
             capture_output=True,
@@ -116,6 +129,108 @@ def test_status_is_the_commands_and_output_goes_to_pane_and_log(run_job: RunJob)
     assert isinstance(status["ended_at"], float)
     assert int(JobFiles.of(job).pid_file.read_text()) > 0
     assert not list(JobFiles.of(job).folder.glob(".*tmp"))  # the temp file was renamed
+
+
+@pytest.fixture(scope="module")
+def gnu_first_stage() -> FirstStage:
+    """GNU coreutils' dd and tee, with a first stage of four 64-byte reads, so that the
+    hand-over to the python tee happens after 256 bytes at most."""
+    found = FirstStage.find()
+    assert found is not None, "these tests need GNU coreutils (dd, tee) on PATH"
+    return FirstStage(dd=found.dd, tee=found.tee, block=64, reads=4)
+
+
+@pytest.mark.parametrize("size", [0, 1, 63, 64, 255, 256, 257, 5000, 200_000])
+@pytest.mark.parametrize("staged", [True, False])
+def test_the_log_and_pane_get_every_byte_whichever_tee(
+    run_job: RunJob, gnu_first_stage: FirstStage, tmp_path: Path, size: int, staged: bool
+) -> None:
+    data = bytes((i * 7 + i // 13) % 256 for i in range(size))  # NULs, newlines, all bytes
+    source = tmp_path / f"data-{size}"
+    source.write_bytes(data)
+    # Written in pieces, so that the first stage sees several short reads.
+    command = f"for s in 0 100 {size}; do tail -c +$((s+1)) {source} | head -c 100; done; "
+    command += f"tail -c +201 {source}"
+    job, done = run_job(command, first_stage=gnu_first_stage if staged else None)
+    assert done.returncode == 0
+    assert job.log_file.read_bytes() == data
+    assert done.stdout.startswith(data)
+    assert _status(job)["log_status"] == 0
+    ahead = JobFiles.of(job).folder / ".tee_next"
+    assert not ahead.exists() or ahead.read_bytes() == b""  # consumed when python took over
+
+
+def test_the_first_stage_keeps_the_bound(
+    run_job: RunJob, gnu_first_stage: FirstStage, tmp_path: Path
+) -> None:
+    lines = b"".join(b"%d\n" % i for i in range(30_000))
+    source = tmp_path / "flood"
+    source.write_bytes(lines)
+    job, done = run_job(f"cat {source}", first_stage=gnu_first_stage, max_log_bytes=8192)
+    assert done.returncode == 0
+    assert done.stdout.startswith(lines)
+    data = job.log_file.read_bytes()
+    head, marker, tail = data.partition(marker_line(8192))
+    assert marker
+    assert lines.startswith(head)
+    assert lines.endswith(tail) and tail.endswith(b"29999\n")
+    assert len(data) <= 8192 + len(marker) + 1
+
+
+def test_the_first_stage_follows_live_output(
+    run_job: RunJob, gnu_first_stage: FirstStage, tmp_path: Path
+) -> None:
+    """What a job prints reaches the log at once, not when a buffer fills: the job
+    below goes on only once its first line is in the log."""
+    log = tmp_path / "job0" / "output.log"
+    command = f"echo first; until grep -q first {log}; do sleep 0.05; done; echo second"
+    job, done = run_job(command, first_stage=gnu_first_stage)
+    assert job.log_file.read_bytes() == b"first\nsecond\n"
+    assert done.returncode == 0
+
+
+def test_the_first_stage_is_only_gnu_coreutils(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gnu_first_stage: FirstStage
+) -> None:
+    """busybox or BSD dd may read past their count: then the python tee does it all."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "dd").write_text("#!/bin/sh\necho 'BusyBox v1.36.1 multi-call binary.'\n")
+    (fake / "dd").chmod(0o755)
+    os.symlink(gnu_first_stage.tee, fake / "tee")
+    monkeypatch.setenv("PATH", str(fake))
+    assert FirstStage.find() is None
+    os.unlink(fake / "dd")
+    os.symlink(gnu_first_stage.dd, fake / "dd")
+    assert FirstStage.find() == FirstStage(dd=str(fake / "dd"), tee=str(fake / "tee"))
+
+
+@pytest.mark.parametrize(
+    ("token", "attempt_file"), [("someone-else", True), (TOKEN, False), (None, True)]
+)
+def test_a_window_opened_for_another_launch_runs_nothing(
+    run_job: RunJob, tmp_path: Path, token: str | None, attempt_file: bool
+) -> None:
+    """The tmux executor's guard: run.sh runs its command only with its own token in
+    its environment and in attempt.json (see RunSpec.launch_guard)."""
+    canary = tmp_path / "canary"
+    env = {TOKEN_VAR: token} if token is not None else {}
+    job, done = run_job(
+        f"touch {canary}", launch_guard=True, attempt_file=attempt_file, proc_env=env
+    )
+    assert done.returncode == 0
+    assert b"nothing was run" in done.stdout
+    assert not canary.exists()
+    assert not JobFiles.of(job).exit_status.exists()
+    assert not JobFiles.of(job).pid_file.exists()
+
+
+def test_the_guard_lets_its_own_launch_run(run_job: RunJob, tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    job, done = run_job(f"touch {canary}", launch_guard=True, proc_env={TOKEN_VAR: TOKEN})
+    assert done.returncode == 0
+    assert canary.exists()
+    assert _status(job)["exit_code"] == 0
 
 
 def test_killed_by_a_signal(run_job: RunJob) -> None:
@@ -373,6 +488,35 @@ def test_bounded_log_keeps_head_marker_and_true_tail(
     assert data == prefix + marker + tail
     assert written.endswith(tail)
     assert len(tail) >= max_bytes // 4 - max_bytes // 16
+
+
+def test_a_resumed_log_goes_on_where_another_writer_stopped(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    lines = b"".join(b"%d\n" % i for i in range(5000))
+    first = BoundedLog(path, 4096)
+    first.write(lines[:3000])  # within the bound: exactly the output so far
+    first.close()
+    src_r, src_w = os.pipe()
+    os.write(src_w, lines[3001:])
+    os.close(src_w)
+    with open(os.devnull, "wb") as pane:
+        assert (
+            run(path, 4096, stdin=src_r, stdout=pane.fileno(), resume=True, first=lines[3000:3001])
+            == 0
+        )
+    os.close(src_r)
+    data = path.read_bytes()
+    head, marker, tail = data.partition(marker_line(4096))
+    assert marker and lines.startswith(head) and lines.endswith(tail)
+    # A log already cut (marker and all) is resumed with its head kept.
+    again = BoundedLog(path, 4096, resume=True)
+    assert again.head_end == tail_offset(path) > 0
+    again.write(b"more\n" * 2000)
+    again.close()
+    data = path.read_bytes()
+    assert data.startswith(head + marker)
+    assert data.count(marker) == 1
+    assert data.endswith(b"more\n")
 
 
 def test_flood_through_the_tee_keeps_the_tail(tmp_path: Path) -> None:

@@ -368,6 +368,7 @@ def test_reader_follows_a_compacting_writer(home: Path) -> None:
     writer.join(timeout=60)
     assert writer.exitcode == 0
     assert seen == 150
+    reader.refresh()  # what the last jobs() caught up with counts once
     assert reader.refresh() is False
 
 
@@ -516,6 +517,90 @@ def test_torn_tail_is_dropped_and_cut_by_the_next_writer(home: Path) -> None:
     assert tail not in journal.read_bytes()
     with Store(home) as again:
         assert again.jobs() == [*jobs, third]
+
+
+def test_commits_without_fsync_are_seen_at_once_and_synced_later(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real = os.fdatasync
+
+    def counting(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
+    store = Store(home)
+    [job] = add_jobs(store, ["a"])
+    assert len(synced) == 1
+    reader = Store(home)
+    running = store.update(job.id, lambda j: j.evolve(reason="r5"), durable=False)
+    assert len(synced) == 1  # no fsync: written, not synced
+    assert reader.get(job.id) == running  # yet every process sees it at once
+    store.sync()
+    assert len(synced) == 2
+    store.sync()
+    assert len(synced) == 2  # nothing left to sync
+    with store.transaction(durable=False) as txn:
+        txn.put(running.evolve(reason="r6"))
+    with store.transaction() as txn:  # a durable commit syncs the earlier one too
+        txn.put(running.evolve(reason="r7"))
+    assert len(synced) == 3
+    store.update(job.id, lambda j: j.evolve(reason="r8"), durable=False)
+    store.close()  # close syncs
+    assert len(synced) == 4
+    assert reader.get(job.id).reason == "r8"
+    reader.close()
+    with Store(home) as again:
+        assert again.get(job.id).reason == "r8"
+
+
+def test_a_hole_left_by_a_machine_crash_is_skipped(home: Path) -> None:
+    """Blocks of an unsynced journal that never reached the disk read as NUL bytes, and
+    later blocks may have: the lines they spoil are skipped, the rest is kept."""
+    with Store(home) as store:
+        a, b, c = (add_jobs(store, [name])[0] for name in "abc")
+    [journal] = (home / "store").glob("journal-*.jsonl")
+    lines = journal.read_bytes().split(b"\n")
+    assert len(lines) == 4 and lines[3] == b""
+    hole = lines[1][:40] + b"\0" * (len(lines[1]) - 40)
+    journal.write_bytes(b"\n".join([lines[0], hole, lines[2], b""]))
+    before = store_files(home)
+    with Store(home) as again:
+        assert again.jobs() == [a, c]
+        assert store_files(home) == before  # a reader changes nothing
+        [d] = add_jobs(again, ["d"])
+    with Store(home) as again:
+        assert again.jobs() == [a, c, d]
+        with pytest.raises(UnknownJobError):
+            again.get(b.id)  # lost with its line, as a commit never synced may be
+
+
+def test_refresh_reports_others_commits_whichever_read_applied_them(home: Path) -> None:
+    """The engine refreshes once per pass and skips the pass when nothing changed: a
+    submit that another read (between two passes) caught up with must still count."""
+    engine = Store(home)
+    other = Store(home)
+    assert engine.refresh() is False
+    [job] = add_jobs(other, ["submitted"])
+    assert engine.jobs() == [job]  # this read catches up with the submit...
+    assert engine.refresh() is True  # ...and the next refresh still reports it
+    assert engine.refresh() is False
+    engine.update(job.id, lambda j: j.evolve(reason="own"))
+    assert engine.refresh() is False  # its own commits do not count
+    other.update(job.id, lambda j: j.evolve(reason="theirs"))
+    assert engine.refresh() is True
+    engine.close()
+    other.close()
+
+
+def test_get_many_reads_in_the_order_asked(home: Path) -> None:
+    with Store(home) as store:
+        jobs = add_jobs(store, ["a", "b", "c"])
+        assert store.get_many([jobs[2].id, jobs[0].id]) == [jobs[2], jobs[0]]
+        assert store.get_many([]) == []
+        with pytest.raises(UnknownJobError):
+            store.get_many([jobs[0].id, 999])
 
 
 # --------------------------------------------------------------------------- corruption

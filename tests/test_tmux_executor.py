@@ -524,3 +524,117 @@ def test_a_leftover_background_process_does_not_keep_the_job_running(
     tmux_executor.stop(job, grace=0.2)  # how the engine reaps what a finished job left
     assert tmux_executor.pids(job) == []
     assert tmux_executor.poll(job).exit_code == 0
+
+
+# --------------------------------------------------------------------------- launch calls
+
+
+def _logging_tmux(tmp_path: Path, *, before: str = "") -> tuple[str, Path]:
+    """A tmux binary that notes each call in a file, then runs the real tmux; ``before``
+    is shell text run first. (tmux_bin, the file of calls)."""
+    real = shutil.which("tmux")
+    assert real is not None
+    calls = tmp_path / "tmux-calls"
+    script = tmp_path / "logging-tmux"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"printf '%s\\n' \"$3\" >> {shlex.quote(str(calls))}\n"  # after -L NAME
+        f"{before}\n"
+        f'exec {shlex.quote(real)} "$@"\n'
+    )
+    script.chmod(0o700)
+    return str(script), calls
+
+
+def _calls(calls: Path) -> list[str]:
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.mark.parametrize("first_stage", [True, False])
+def test_one_tmux_call_opens_every_window_of_a_pass(
+    make_tmux_job: MakeJob, tmux_exec_socket: str, tmp_path: Path, first_stage: bool
+) -> None:
+    tmux_bin, calls = _logging_tmux(tmp_path)
+    executor = TmuxExecutor(
+        session=TEST_SESSION,
+        socket_name=tmux_exec_socket,
+        tmux_bin=tmux_bin,
+        first_stage=first_stage,
+    )
+    # The first launch finds no server: new-window fails, new-session makes it.
+    first = [make_tmux_job(f"echo job {i}; exit {i}") for i in range(3)]
+    refs = executor.launch_many([(job, ()) for job in first])
+    assert _calls(calls) == ["new-window", "new-session"]
+    # Then one call for all, a job that cannot start failing alone.
+    calls.unlink()
+    broken = make_tmux_job("true", attempts=0)
+    second = [make_tmux_job(f"echo job {i}; exit {i}") for i in range(3, 6)]
+    outcomes = executor.launch_many([(second[0], ()), (broken, ()), *((j, ()) for j in second[1:])])
+    assert _calls(calls) == ["new-window"]
+    assert isinstance(outcomes[1], ExecutorError)
+    assert "attempt" in outcomes[1].message
+    refs += [outcomes[0], outcomes[2], outcomes[3]]
+    assert all(isinstance(ref, str) and ref.startswith("@") for ref in refs)
+    assert len(set(refs)) == 6
+    jobs = [job.evolve(executor_ref=ref) for job, ref in zip([*first, *second], refs, strict=True)]
+    for i, job in enumerate(jobs):
+        assert wait_status(executor, job).exit_code == i
+        assert log_text(job) == f"job {i}\n"
+    found = wait_until(
+        lambda: (f := executor.adopt()) and not any(a.alive for a in f.values()) and f,
+        what="every pane to die and stay",
+    )
+    assert {ref: (a.job_id, a.attempt) for ref, a in found.items()} == {
+        job.executor_ref: (job.id, 1) for job in jobs
+    }
+
+
+def test_a_window_that_tmux_opens_after_the_launch_gave_up_runs_nothing(
+    make_tmux_job: MakeJob, tmux_exec_socket: str, tmp_path: Path
+) -> None:
+    """tmux answers too late: the launch fails, and the window that tmux then opens
+    finds its attempt.json gone and runs nothing (so a retry can never overlap it)."""
+    setup = TmuxExecutor(session=TEST_SESSION, socket_name=tmux_exec_socket)
+    warm = _launch(setup, make_tmux_job("exit 0"))  # the server and session exist
+    wait_status(setup, warm)
+    real = shutil.which("tmux")
+    assert real is not None
+    late = tmp_path / "late-tmux"
+    late.write_text(
+        "#!/bin/sh\n"
+        f'( sleep 1; exec {shlex.quote(real)} "$@" ) </dev/null >/dev/null 2>&1 &\n'
+        "sleep 30\n"
+    )
+    late.chmod(0o700)
+    executor = TmuxExecutor(session=TEST_SESSION, socket_name=tmux_exec_socket, tmux_bin=str(late))
+    executor.server.timeout = 0.3
+    canary = tmp_path / "canary"
+    job = make_tmux_job(f"touch {shlex.quote(str(canary))}; sleep 300")
+    with pytest.raises(ExecutorError, match="did not answer"):
+        executor.launch(job, ())
+    assert not JobFiles.of(job).attempt_file.exists()
+    window = wait_until(
+        lambda: next((r for r, a in setup.adopt().items() if a.job_id == job.id), None),
+        what="tmux to open the late window",
+    )
+    wait_until(lambda: not setup.adopt()[window].alive, what="its pane to end")
+    assert "nothing was run" in pane_text(tmux_exec_socket, window)
+    assert not canary.exists()
+    assert not JobFiles.of(job).pid_file.exists()
+
+
+def test_a_window_is_found_without_its_id(
+    tmux_executor: TmuxExecutor, make_tmux_job: MakeJob
+) -> None:
+    """An engine that died between opening a window and storing its id: the window is
+    found by its options, to watch, stop and close it."""
+    job = make_tmux_job("echo up; sleep 300")
+    ref = tmux_executor.launch(job, ())
+    wait_until(lambda: "up" in log_text(job), what="the job to start")
+    assert job.executor_ref is None
+    assert tmux_executor.poll(job).status == AttemptStatus.RUNNING
+    tmux_executor.stop(job, grace=0.2)
+    assert wait_status(tmux_executor, job).signal == signal.SIGINT
+    assert ref in tmux_executor.adopt()
+    tmux_executor.close_window(job)
+    assert tmux_executor.adopt() == {}

@@ -5,7 +5,9 @@ from loradeck.core.executor.base import (
     AdoptedAttempt,
     AttemptResult,
     AttemptStatus,
+    BatchLauncher,
     Executor,
+    launch_all,
 )
 from loradeck.core.executor.jobfiles import JobFiles
 from loradeck.core.executor.proctree import JobTag, find_tree, job_tag, kill_tree
@@ -16,6 +18,7 @@ __all__ = [
     "AdoptedAttempt",
     "AttemptResult",
     "AttemptStatus",
+    "BatchLauncher",
     "Executor",
     "JobFiles",
     "JobTag",
@@ -23,5 +26,6 @@ __all__ = [
     "find_tree",
     "job_tag",
     "kill_tree",
+    "launch_all",
     "safe_window_name",
 ]

@@ -8,12 +8,13 @@ launch, poll, stop, and what crash recovery needs to find running attempts again
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
+from loradeck.core.errors import ExecutorError
 from loradeck.core.models import Job
 
 #: The default of ``extra_env``: an empty mapping that nobody can change.
@@ -127,3 +128,41 @@ class Executor(Protocol):
     def adopt(self) -> dict[str, AdoptedAttempt]:
         """Every attempt this executor still holds, by executor_ref, for crash recovery."""
         ...
+
+
+@runtime_checkable
+class BatchLauncher(Protocol):
+    """An executor that starts several attempts at once, cheaper than one by one (the
+    tmux executor: one tmux call for every window of a scheduling pass)."""
+
+    def launch_many(
+        self,
+        starts: Sequence[tuple[Job, tuple[int, ...]]],
+        *,
+        extra_env: Mapping[str, str] = NO_ENV,
+    ) -> list[str | ExecutorError]:
+        """Per (job, GPUs), in order: the executor_ref of the attempt started, or the
+        error that kept it from starting (then nothing of it runs)."""
+        ...
+
+
+def launch_all(
+    executor: Executor,
+    starts: Sequence[tuple[Job, tuple[int, ...]]],
+    *,
+    extra_env: Mapping[str, str] = NO_ENV,
+) -> list[str | ExecutorError]:
+    """Start attempt ``job.attempts`` of each job: with :meth:`BatchLauncher.launch_many`
+    where the executor has it, else one :meth:`Executor.launch` after another. Per start,
+    in order, its executor_ref or the error that kept it from starting."""
+    if not starts:
+        return []
+    if isinstance(executor, BatchLauncher):
+        return executor.launch_many(starts, extra_env=extra_env)
+    outcomes: list[str | ExecutorError] = []
+    for job, gpu_ids in starts:
+        try:
+            outcomes.append(executor.launch(job, gpu_ids, extra_env=extra_env))
+        except ExecutorError as err:
+            outcomes.append(err)
+    return outcomes

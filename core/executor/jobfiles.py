@@ -5,6 +5,7 @@ log), and reading them. The job's ``output_dir`` (which several jobs may share) 
 ``run.sh``         generated runner (see :mod:`loradeck.core.executor.runscript`)
 ``command.sh``     the job's command, verbatim; only ``bash command.sh`` reads it
 ``attempt.json``   written at launch: attempt number, run token, executor handle
+                   (empty for tmux, whose windows carry the job in options)
 ``pid``            written by ``run.sh`` when it starts: its own pid (the process
                    group leader of the attempt)
 ``exit_status``    written by ``run.sh`` when the command ends, atomically (temp
@@ -14,6 +15,7 @@ log), and reading them. The job's ``output_dir`` (which several jobs may share) 
                    behind still holds the log open; :meth:`JobFiles.record_stopped`
                    writes one with ``"stopped": true`` when the runner was killed
 ``launch_error``   written when the environment or workdir could not be entered
+``.tee_next``      the byte the tee's first stage read ahead (see ``runscript``)
 =================  ==============================================================
 
 A launch moves the previous attempt's ``exit_status`` to ``exit_status.<attempt>`` and its
@@ -179,10 +181,15 @@ class JobFiles:
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temp file beside ``path`` and rename it over ``path``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data = text.encode("utf-8")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)

@@ -1,8 +1,11 @@
 """Copy stdin to stdout (the tmux pane) and to a bounded log file.
 
 Run as ``python -I -S logtee.py --max-bytes N -- LOGFILE`` (or ``python -m
-loradeck.core.executor.logtee``). It imports only the standard library so that it starts
-in a few milliseconds and no environment of the job can break it.
+loradeck.core.executor.logtee``); ``run.sh`` imports it through :data:`LOADER` instead,
+so that the compiled module in ``__pycache__`` is used. Every job starts one tee, so its
+start-up is kept to what the interpreter itself costs: only builtin or frozen modules
+are imported (``os``, ``sys``, ``errno``, ``_signal``); ``argparse``, ``pathlib``,
+``signal`` and ``contextlib`` would each add several milliseconds of CPU per job.
 
 The bounded log, for ``max_bytes = M``:
 
@@ -24,15 +27,25 @@ being stopped still reach the log; the tee ends when its input closes. If the pa
 away, output still goes to the log.
 """
 
-from __future__ import annotations
-
-import argparse
-import contextlib
 import errno
 import os
-import signal
 import sys
-from pathlib import Path
+
+try:  # the C module: ``signal`` imports enum, a third of start-up
+    import _signal as _sig  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - an interpreter without the private module
+    import signal as _sig
+
+LOADER = (
+    "import os, sys; sys.path.insert(0, sys.argv[1]); del sys.argv[1]; "
+    "from logtee import main; sys.exit(main(sys.argv[1:]))"
+)
+"""``python -I -S -c LOADER <folder of this file> --max-bytes N -- LOG`` runs :func:`main`
+from the cached bytecode of this module (a script given by path is compiled on every
+start). Only this module is imported from that folder: ``os``, ``sys`` and everything
+it imports are builtin or frozen, and those are found before any folder is searched."""
+
+USAGE = "usage: logtee.py [--max-bytes N] [--resume FILE] [--] LOG"
 
 MARKER = "[loradeck: log truncated here; output beyond {size} keeps only a rolling tail]"
 READ_SIZE = 1 << 20
@@ -75,7 +88,11 @@ def tail_offset(path: str | os.PathLike[str]) -> int:
 class BoundedLog:
     """An append-only log that keeps its head and a rolling tail beyond ``max_bytes``."""
 
-    def __init__(self, path: Path, max_bytes: int) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], max_bytes: int, *, resume: bool = False
+    ) -> None:
+        """Start the log afresh, or with ``resume`` go on after what it already holds
+        (what another writer put there, as if this one had written it)."""
         if max_bytes < MIN_MAX_BYTES:
             raise ValueError(f"max_bytes must be at least {MIN_MAX_BYTES}, got {max_bytes}")
         self.path = path
@@ -83,10 +100,13 @@ class BoundedLog:
         self.marker = marker_line(max_bytes)
         self._scan = min(_SCAN, max_bytes // 16)
         """How far a cut may move to land on a line boundary."""
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        self.size = 0
+        flags = os.O_RDWR | os.O_CREAT | (0 if resume else os.O_TRUNC)
+        self.fd = os.open(path, flags, 0o600)
+        self.size = os.lseek(self.fd, 0, os.SEEK_END) if resume else 0
         self.head_end: int | None = None
         """Offset just past the marker, once the log has been truncated."""
+        if self.size:  # a log cut before has its head and marker: keep them
+            self.head_end = tail_offset(path) or None
 
     def write(self, data: bytes) -> None:
         _write_all(self.fd, data)
@@ -107,7 +127,8 @@ class BoundedLog:
         else:
             prefix_len, marker = self.head_end, b""
         tail_start = self._line_start(max(prefix_len, self.size - self.max_bytes // 4))
-        tmp = self.path.with_name(f".{self.path.name}.rewrite")
+        folder, name = os.path.split(os.fspath(self.path))
+        tmp = os.path.join(folder, f".{name}.rewrite")
         new = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             _copy(self.fd, new, 0, prefix_len)
@@ -116,8 +137,10 @@ class BoundedLog:
             os.replace(tmp, self.path)
         except BaseException:
             os.close(new)
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 - contextlib costs the tee's start-up more than it saves
                 os.unlink(tmp)
+            except OSError:
+                pass
             raise
         os.close(self.fd)
         self.fd = new
@@ -139,24 +162,36 @@ class BoundedLog:
         return offset + found + 1 if found != -1 and offset + found + 1 < self.size else offset
 
 
-def run(log_path: Path, max_bytes: int, stdin: int = 0, stdout: int = 1) -> int:
-    """Copy ``stdin`` to ``stdout`` and the log until end of input; the exit status."""
+def run(
+    log_path: str | os.PathLike[str],
+    max_bytes: int,
+    stdin: int = 0,
+    stdout: int = 1,
+    *,
+    resume: bool = False,
+    first: bytes = b"",
+) -> int:
+    """Copy ``first``, then ``stdin`` until end of input, to ``stdout`` and the log; the
+    exit status. ``resume`` goes on with a log that another writer began (see
+    :class:`BoundedLog`)."""
     status = 0
     log: BoundedLog | None
     try:
-        log = BoundedLog(log_path, max_bytes)
+        log = BoundedLog(log_path, max_bytes, resume=resume)
     except OSError as err:
         # Keep the job running and visible in its pane even without a log.
         _say(stdout, f"[loradeck] cannot write the log {log_path}: {err.strerror}\n")
         log, status = None, 1
     pane_ok = True
+    data = first
     while True:
-        try:
-            data = os.read(stdin, READ_SIZE)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries reads
-            continue
         if not data:
-            break
+            try:
+                data = os.read(stdin, READ_SIZE)
+            except InterruptedError:  # pragma: no cover - PEP 475 retries reads
+                continue
+            if not data:
+                break
         if log is not None:
             try:
                 log.write(data)
@@ -170,6 +205,7 @@ def run(log_path: Path, max_bytes: int, stdin: int = 0, stdout: int = 1) -> int:
                 if err.errno not in (errno.EIO, errno.EPIPE, errno.EBADF, errno.ENXIO):
                     raise
                 pane_ok = False  # the pane is gone; the log still gets everything
+        data = b""
     if log is not None:
         log.close()
     return status
@@ -200,20 +236,75 @@ def _copy(src: int, dst: int, offset: int, count: int) -> None:
 
 
 def _say(fd: int, text: str) -> None:
-    with contextlib.suppress(OSError):
+    try:  # noqa: SIM105 - see _rewrite
         _write_all(fd, text.encode())
+    except OSError:
+        pass
+
+
+def parse_args(argv: list[str]) -> tuple[str, int, str | None]:
+    """(log path, max bytes, resume file) from ``[--max-bytes N] [--resume FILE] [--]
+    LOG``; ValueError saying what is wrong. By hand: argparse alone would double the
+    tee's start-up."""
+    max_bytes = 512 * 2**20
+    log: str | None = None
+    resume: str | None = None
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            log = next(args, None)
+            if log is None or next(args, None) is not None:
+                raise ValueError("expected exactly one LOG after --")
+            break
+        if arg == "--max-bytes" or arg.startswith("--max-bytes="):
+            value = arg.partition("=")[2] if "=" in arg else next(args, "")
+            try:
+                max_bytes = int(value)
+            except ValueError:
+                raise ValueError(f"--max-bytes needs a whole number, got {value!r}") from None
+        elif arg == "--resume":
+            resume = next(args, None)
+            if not resume:
+                raise ValueError("--resume needs a FILE")
+        elif arg.startswith("-") and arg != "-":
+            raise ValueError(f"unknown option {arg!r}")
+        elif log is not None:
+            raise ValueError(f"unexpected argument {arg!r}")
+        else:
+            log = arg
+    if log is None:
+        raise ValueError("the LOG file is missing")
+    if max_bytes < MIN_MAX_BYTES:
+        raise ValueError(f"--max-bytes must be at least {MIN_MAX_BYTES}")
+    return log, max_bytes, resume
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("log", type=Path, help="the log file (truncated at start)")
-    parser.add_argument("--max-bytes", type=int, default=512 * 2**20)
-    args = parser.parse_args(argv)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    if args.max_bytes < MIN_MAX_BYTES:
-        parser.error(f"--max-bytes must be at least {MIN_MAX_BYTES}")
-    return run(args.log, args.max_bytes)
+    """The tee's entry point: ignore SIGINT, SIGTERM and SIGHUP, copy until end of input.
+
+    With ``--resume FILE`` it goes on with a log that a faster first stage began (see
+    :mod:`loradeck.core.executor.runscript`): it copies FILE (the bytes that stage read
+    ahead), deletes it, and goes on with stdin."""
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("-h", "--help"):
+        print(f"{USAGE}\n\n{(__doc__ or '').split(chr(10) * 2, 1)[0]}")
+        return 0
+    try:
+        log, max_bytes, resume = parse_args(args)
+    except ValueError as err:
+        print(f"{USAGE}\nlogtee: error: {err}", file=sys.stderr)
+        return 2
+    for sig in (_sig.SIGINT, _sig.SIGTERM, _sig.SIGHUP):
+        _sig.signal(sig, _sig.SIG_IGN)
+    first = b""
+    if resume is not None:
+        try:
+            with open(resume, "rb") as handle:
+                first = handle.read()
+            os.unlink(resume)
+        except OSError as err:
+            _say(1, f"[loradeck] cannot read {resume}: {err.strerror}\n")
+    return run(log, max_bytes, resume=resume is not None, first=first)
 
 
 if __name__ == "__main__":

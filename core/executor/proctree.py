@@ -69,6 +69,24 @@ def verified_root(pid: int | None, token: str | None) -> psutil.Process | None:
     return proc
 
 
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc``), or None if
+    it is gone, a zombie, or there is no ``/proc``. Two reads that agree mean the same
+    living process: a pid reused by another process has a later start. One file read,
+    where psutil would need four: for checking, again and again, a root already verified
+    by :func:`verified_root`."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+        # "pid (comm) state ppid ... starttime(22nd field) ...": comm may hold spaces.
+        fields = stat[stat.rindex(b")") + 2 :].split(b" ", 20)
+        if fields[0] in (b"Z", b"X", b"x"):
+            return None
+        return int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def find_tree(pid: int | None, *, token: str | None = None) -> list[psutil.Process]:
     """The live processes of an attempt: root ``pid``, its descendants and group, and
     every process carrying ``token``. Never this process or its ancestors."""

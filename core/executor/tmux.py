@@ -8,9 +8,10 @@ for people. Window options tie a window to its job: ``@loradeck_job_id``,
 restarted engine can find its windows again (:meth:`TmuxExecutor.adopt`) and never acts
 on a window that has since been reused for something else.
 
-A launch takes two tmux calls: a new window running a placeholder (``sleep``), then, in
-one call, the window options (``remain-on-exit on`` before anything can exit) and
-``respawn-pane`` with ``bash run.sh``. tmux runs that argv directly, without a shell.
+A launch is one tmux call for every window a scheduling pass starts
+(:meth:`TmuxExecutor.launch_many`, :mod:`loradeck.core.executor.tmux_launch`), and
+``attempt.json`` with the attempt's token is written before the window exists: ``run.sh``
+runs nothing without it, so a launch given up on can never run late.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,14 +37,14 @@ from loradeck.core.executor.base import (
 )
 from loradeck.core.executor.jobfiles import AttemptInfo, JobFiles
 from loradeck.core.executor.proctree import (
-    JOB_ID_VAR,
     SETTLE_S,
-    TOKEN_VAR,
     find_tree,
     kill_tree,
+    process_start,
     verified_root,
 )
-from loradeck.core.executor.runscript import RunSpec, write_run_files
+from loradeck.core.executor.runscript import FirstStage, RunSpec, write_run_files
+from loradeck.core.executor.tmux_launch import WindowLaunch, WindowOpener
 from loradeck.core.executor.tmux_server import TmuxServer
 from loradeck.core.models import Job
 
@@ -64,8 +65,6 @@ _PANE_FIELDS = (
     "#{window_name}",
 )
 _PANE_FORMAT = "\t".join(_PANE_FIELDS)
-_PLACEHOLDER_S = "300"
-"""The placeholder of a new window ends by itself if the launch never finishes."""
 
 
 def safe_window_name(job_id: int, name: str) -> str:
@@ -138,11 +137,14 @@ class TmuxExecutor:
         close_on_success: bool = False,
         tmux_bin: str | None = None,
         settle: float = SETTLE_S,
+        first_stage: bool = True,
     ) -> None:
         """``session`` and ``socket_name`` (tmux -L; None for the default server) say
         where windows go; ``max_log_bytes`` bounds each log; ``python`` runs the log tee;
         ``close_on_success`` closes a window as soon as its command exits with 0;
-        ``settle`` is how long :meth:`stop` waits for SIGKILLed processes to vanish."""
+        ``settle`` is how long :meth:`stop` waits for SIGKILLed processes to vanish;
+        ``first_stage`` lets GNU ``dd`` and ``tee``, where found, copy a job's first
+        output instead of the python tee (see :class:`FirstStage`)."""
         if not _SESSION_NAME.match(session):
             raise ExecutorError(
                 f"tmux session name {session!r} is not usable; use letters, digits, "
@@ -160,7 +162,19 @@ class TmuxExecutor:
         self._close_on_success = close_on_success
         self._settle = settle
         self._bash = shutil.which("bash") or "/bin/bash"
-        self._placeholder = [shutil.which("sleep") or "sleep", _PLACEHOLDER_S]
+        self._opener = WindowOpener(
+            self.server,
+            session,
+            bash=self._bash,
+            env=shutil.which("env") or "/usr/bin/env",
+            settle=settle,
+        )
+        self._want_first_stage = first_stage
+        self._first_stage: FirstStage | None = None
+        self._first_stage_known = False
+        self._roots: dict[int, tuple[int, int, int]] = {}
+        """job id -> (attempt, pid, start) of a runner that :meth:`poll` verified: later
+        polls only check that this very process still lives (one small read)."""
 
     # ----------------------------------------------------------------- launch
 
@@ -169,6 +183,36 @@ class TmuxExecutor:
     ) -> str:
         """Write the job's run files and start attempt ``job.attempts`` in a new window;
         the window id."""
+        (outcome,) = self.launch_many([(job, gpu_ids)], extra_env=extra_env)
+        if isinstance(outcome, ExecutorError):
+            raise outcome
+        return outcome
+
+    def launch_many(
+        self,
+        starts: Sequence[tuple[Job, tuple[int, ...]]],
+        *,
+        extra_env: Mapping[str, str] = NO_ENV,
+    ) -> list[str | ExecutorError]:
+        """Start attempt ``job.attempts`` of each job on its GPUs, with one tmux call for
+        all of them; per start, in order, its window id or the error that kept it from
+        starting. A start that failed has no window and runs nothing."""
+        outcomes: list[str | ExecutorError] = []
+        ready: dict[int, WindowLaunch] = {}
+        for index, (job, gpu_ids) in enumerate(starts):
+            try:
+                ready[index] = self._prepare(job, tuple(gpu_ids), extra_env)
+                outcomes.append("")
+            except ExecutorError as err:
+                outcomes.append(err)
+        for index, outcome in self._opener.open(ready).items():
+            outcomes[index] = outcome
+        return outcomes
+
+    def _prepare(
+        self, job: Job, gpu_ids: tuple[int, ...], extra_env: Mapping[str, str]
+    ) -> WindowLaunch:
+        """Write run.sh, command.sh and attempt.json (no window ref yet)."""
         attempt = job.attempts
         if attempt < 1:
             raise ExecutorError(
@@ -181,68 +225,25 @@ class TmuxExecutor:
         spec = RunSpec(
             job=job,
             attempt=attempt,
-            gpu_ids=tuple(gpu_ids),
+            gpu_ids=gpu_ids,
             token=token,
             python=self._python,
             max_log_bytes=self._max_log_bytes,
             extra_env=extra_env,
             close_on_success_with=self.server.tmux_bin if self._close_on_success else None,
+            first_stage=self._find_first_stage(),
+            launch_guard=True,
         )
         write_run_files(spec)
-        window, pane = self._new_window(safe_window_name(job.id, job.name))
-        try:
-            files.write_attempt(AttemptInfo(attempt, token, window, time.time()))
-            options = {
-                "remain-on-exit": "on",
-                "allow-rename": "off",
-                "@loradeck_job_id": str(job.id),
-                "@loradeck_attempt": str(attempt),
-                "@loradeck_pane": pane,
-            }
-            commands: list[str] = []
-            for option, value in options.items():
-                commands += ["set-option", "-w", "-t", window, option, value, ";"]
-            self.server.run(
-                *commands,
-                "respawn-pane",
-                "-k",
-                "-t",
-                pane,
-                "-e",
-                f"{TOKEN_VAR}={token}",
-                "-e",
-                f"{JOB_ID_VAR}={job.id}",
-                self._bash,
-                str(files.run_script),
-            )
-        except ExecutorError as err:
-            self.server.try_run("kill-window", "-t", window)
-            raise ExecutorError(
-                f"job {job.id}: cannot start it in tmux window {window}: {err.message}"
-            ) from err
-        return window
+        files.write_attempt(AttemptInfo(attempt, token, "", time.time()))
+        return WindowLaunch(job, files, token, safe_window_name(job.id, job.name))
 
-    def _new_window(self, name: str) -> tuple[str, str]:
-        """A new window in the session (made if missing): (window id, pane id)."""
-        args = ["-d", "-P", "-F", "#{window_id}\t#{pane_id}", "-n", name, *self._placeholder]
-        out = self.server.try_run("new-window", "-t", f"={self.session}:", *args)
-        if out is None:  # no server or no session yet
-            try:
-                # destroy-unattached (a user's global setting) would kill every job the
-                # first time someone detaches from the session.
-                out = self.server.run(
-                    *("new-session", "-s", self.session, "-x", "200", "-y", "50", *args),
-                    *(";", "set-option", "-t", f"={self.session}:", "destroy-unattached", "off"),
-                )
-            except ExecutorError as err:
-                if "duplicate session" not in err.message:
-                    raise
-                # Another launch made the session just now.
-                out = self.server.run("new-window", "-t", f"={self.session}:", *args)
-        window, _, pane = (out[0] if out else "").partition("\t")
-        if not window.startswith("@") or not pane.startswith("%"):
-            raise ExecutorError(f"tmux did not say which window it made (got {out!r})")
-        return window, pane
+    def _find_first_stage(self) -> FirstStage | None:
+        """Looked for once, at the first launch (it runs two small programs)."""
+        if not self._first_stage_known:
+            self._first_stage = FirstStage.find() if self._want_first_stage else None
+            self._first_stage_known = True
+        return self._first_stage
 
     # ----------------------------------------------------------------- watch
 
@@ -252,10 +253,21 @@ class TmuxExecutor:
         files = JobFiles.of(job)
         attempt = job.attempts
         if (done := files.result(attempt)) is not None:
+            self._roots.pop(job.id, None)
             return done
+        known = self._roots.get(job.id)
+        if known is not None and known[0] == attempt and process_start(known[1]) == known[2]:
+            return AttemptResult(AttemptStatus.RUNNING)  # the root verified before lives on
         info = files.attempt_info(attempt)
-        if info is not None and verified_root(files.root_pid(), info.token) is not None:
+        root = verified_root(files.root_pid(), info.token) if info is not None else None
+        if root is not None:
+            start = process_start(root.pid)
+            if start is not None:
+                if len(self._roots) > 100_000:  # jobs concluded elsewhere; start afresh
+                    self._roots.clear()
+                self._roots[job.id] = (attempt, root.pid, start)
             return AttemptResult(AttemptStatus.RUNNING)
+        self._roots.pop(job.id, None)
         pane = self._job_pane(job, info)
         if pane is not None and not pane.dead:
             return AttemptResult(AttemptStatus.RUNNING)
@@ -365,14 +377,14 @@ class TmuxExecutor:
     ) -> _Pane | None:
         """The pane running ``job`` (this attempt unless ``any_attempt``), if it exists."""
         ref = job.executor_ref or (info.ref if info is not None else None)
-        if not ref:
-            return None
-        lines = self.server.try_run("list-panes", "-t", ref, "-F", _PANE_FORMAT)
-        for line in lines or ():
-            pane = _Pane.parse(line)
+        if ref:
+            lines = self.server.try_run("list-panes", "-t", ref, "-F", _PANE_FORMAT) or []
+            panes = [p for p in map(_Pane.parse, lines) if p is not None]
+        else:  # launched, but the engine stopped before it stored the window id
+            panes = self._job_panes()
+        for pane in panes:
             if (
-                pane is not None
-                and pane.runs_a_job
+                pane.runs_a_job
                 and pane.job_id == job.id
                 and (any_attempt or pane.attempt == job.attempts)
             ):

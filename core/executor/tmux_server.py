@@ -4,7 +4,8 @@ The executor talks to tmux through plain ``tmux`` commands (argv, never a shell)
 than libtmux's object model, for three reasons: every call has a timeout (a wedged tmux
 server must not hang the engine's workers); the environment a new server starts with is
 cleaned of loradeck's own virtual environment (jobs inherit the server's environment);
-and a launch needs exactly two tmux calls, where the object model makes several queries.
+and a launch needs exactly one tmux call (for all the jobs a pass starts), where the
+object model makes several queries per window.
 """
 
 from __future__ import annotations
@@ -69,6 +70,16 @@ class TmuxServer:
         Raises :class:`TmuxGoneError` when the server or target does not exist, and
         :class:`ExecutorError` for any other failure.
         """
+        lines, error = self.run_partial(*args)
+        if error is not None:
+            raise error
+        return lines
+
+    def run_partial(self, *args: str) -> tuple[list[str], ExecutorError | None]:
+        """Run commands joined by ``";"``: the stdout lines of those that ran, and the
+        error (:class:`TmuxGoneError` or :class:`ExecutorError`) that stopped the rest,
+        if one did. tmux runs a list until a command fails, so the lines say how far it
+        got. Raises :class:`ExecutorError` when tmux cannot be run or does not answer."""
         for arg in args:
             # tmux ends a command at an argument that ends in ";", whatever came before.
             if arg != ";" and arg.endswith(";"):
@@ -90,14 +101,15 @@ class TmuxServer:
             ) from err
         except OSError as err:
             raise ExecutorError(f"cannot run {self.tmux_bin}: {err}") from err
-        stderr = done.stderr.decode("utf-8", "replace").strip()
-        if done.returncode != 0:
-            text = f"tmux {args[0]} failed: {stderr or f'exit status {done.returncode}'}"
-            if any(word in stderr.lower() for word in _GONE):
-                raise TmuxGoneError(text)
-            raise ExecutorError(text)
         out = done.stdout.decode("utf-8", "replace")
-        return [line for line in out.split("\n") if line]
+        lines = [line for line in out.split("\n") if line]
+        if done.returncode == 0:
+            return lines, None
+        stderr = done.stderr.decode("utf-8", "replace").strip()
+        text = f"tmux {args[0]} failed: {stderr or f'exit status {done.returncode}'}"
+        if any(word in stderr.lower() for word in _GONE):
+            return lines, TmuxGoneError(text)
+        return lines, ExecutorError(text)
 
     def try_run(self, *args: str) -> list[str] | None:
         """Like :meth:`run`, but None when the server or target is gone."""
