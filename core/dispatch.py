@@ -22,7 +22,7 @@ from loradeck.core import events as ev
 from loradeck.core.clusterview import cluster_from_snapshot, sim_usage
 from loradeck.core.conclusions import UsageLedger
 from loradeck.core.errors import LoradeckError
-from loradeck.core.executor import Executor
+from loradeck.core.executor import Executor, launch_all
 from loradeck.core.executor.slurm import SlurmExecutor
 from loradeck.core.gpu import GpuInventory, GpuSnapshot, InventorySnapshot
 from loradeck.core.guards import ram_guard
@@ -272,17 +272,18 @@ class Dispatcher:
                 tx.put(running)
                 marked.append((running, start.gpu_ids))
         refs: dict[int, str] = {}
-        for job, gpu_ids in marked:
-            try:
-                refs[job.id] = self._executor.launch(
-                    job, gpu_ids, extra_env={"LORADECK_PYTHON": sys.executable}
-                )
-            except LoradeckError as err:
-                self._finish(job, AttemptEnd(launch_error=err.message), now)
+        outcomes = launch_all(self._executor, marked, extra_env={"LORADECK_PYTHON": sys.executable})
+        for (job, _), outcome in zip(marked, outcomes, strict=True):
+            if isinstance(outcome, LoradeckError):
+                self._finish(job, AttemptEnd(launch_error=outcome.message), now)
+            else:
+                refs[job.id] = outcome
         if not refs:
             return
         launched: list[Job] = []
-        with store.transaction() as tx:
+        # tmux: lost in a crash of the machine (the line is written, not yet synced), a
+        # window is found again by its options. A Slurm job id is kept durably.
+        with store.transaction(durable=self._slurm is not None) as tx:
             for job_id, ref in refs.items():
                 current = tx.get(job_id)
                 if current.state == JobState.RUNNING and current.started_at == now:

@@ -234,7 +234,7 @@ def _follow(
         eta_at, eta = 0.0, None
         while True:
             store.refresh()
-            jobs = [store.get(i) for i in job_ids]
+            jobs = store.get_many(job_ids)
             now = time.time()
             if live is not None:
                 running = sum(job.state == JobState.RUNNING for job in jobs)
@@ -261,7 +261,7 @@ def _follow(
         if hosting:
             engine.stop(cancel_running=cancel_on_exit and interrupted.is_set())
             store.refresh()
-            jobs = [store.get(i) for i in job_ids]
+            jobs = store.get_many(job_ids)
         print(_summary(jobs, time.time()), file=out, flush=True)
         if interrupted.is_set():
             return EXIT_INTERRUPTED

@@ -235,7 +235,7 @@ class JobMonitor:
             return current.evolve(progress=progress, log_offset=offset)
 
         try:
-            self.store.update(item.job.id, apply)
+            self.store.update(item.job.id, apply, durable=False)
         except LoradeckError:
             log.exception("saving progress of job %s failed", item.job.id)
 
