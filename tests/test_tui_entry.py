@@ -63,18 +63,19 @@ def _read_until(fd: int, needle: bytes, timeout: float) -> bytes:
     return seen
 
 
-@pytest.mark.slow
-def test_the_bare_command_opens_the_tui_and_q_quits(tmp_path: Path) -> None:
+def _open_quit_in_a_pty(home: Path, extra: list[str], env: dict[str, str], shown: bytes) -> None:
+    """Start bare ``loradeck`` (plus ``extra`` options) on a 120x40 pseudo-terminal, wait
+    for ``shown`` on screen, press q and expect a clean exit."""
     socket = f"loradeck-entry-{uuid.uuid4().hex[:8]}"
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    argv = [sys.executable, "-m", "loradeck.tui.main", "--home", str(tmp_path / "h")]
+    argv = [sys.executable, "-m", "loradeck.tui.main", "--home", str(home), *extra]
     argv += ["--gpus", "sim:2", "--tmux-socket", socket]
-    env = {**os.environ, "TERM": "xterm-256color", "SHELL": "/bin/sh"}
+    env = {**env, "TERM": "xterm-256color", "SHELL": "/bin/sh"}
     proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env)
     os.close(slave)
     try:
-        _read_until(master, b"engine: running in this window", 60)
+        _read_until(master, shown, 60)
         os.write(master, b"q")
         tail = _read_until(master, b"running jobs keep running", 60)
         assert proc.wait(30) == 0, tail[-2000:]
@@ -83,30 +84,18 @@ def test_the_bare_command_opens_the_tui_and_q_quits(tmp_path: Path) -> None:
             proc.kill()
         os.close(master)
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+
+
+@pytest.mark.slow
+def test_the_bare_command_opens_the_tui_and_q_quits(tmp_path: Path) -> None:
+    _open_quit_in_a_pty(tmp_path / "h", [], dict(os.environ), b"engine: running in this window")
 
 
 @pytest.mark.slow
 def test_the_theme_setting_reaches_the_tui(tmp_path: Path) -> None:
     """``[tui] theme`` in the settings file is the theme asked for at start: an unknown
     one is named on screen (and the default used)."""
-    socket = f"loradeck-entry-{uuid.uuid4().hex[:8]}"
     config = tmp_path / "config.toml"
     config.write_text('[tui]\ntheme = "no-such-theme"\n')
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    argv = [sys.executable, "-m", "loradeck.tui.main", "--home", str(tmp_path / "h")]
-    argv += ["--config", str(config), "--gpus", "sim:2", "--tmux-socket", socket]
     env = {k: v for k, v in os.environ.items() if k != "LORADECK_THEME"}
-    env |= {"TERM": "xterm-256color", "SHELL": "/bin/sh"}
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env)
-    os.close(slave)
-    try:
-        _read_until(master, b"no-such-theme", 60)
-        os.write(master, b"q")
-        tail = _read_until(master, b"running jobs keep running", 60)
-        assert proc.wait(30) == 0, tail[-2000:]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
+    _open_quit_in_a_pty(tmp_path / "h", ["--config", str(config)], env, b"no-such-theme")
