@@ -285,6 +285,9 @@ class Engine:
                 return os.path.basename(path).startswith("exit_status")
             return True
 
+        # A change made before the watch is registered is not reported: the first quiet
+        # second (an empty yield, after registration) wakes one pass to catch it.
+        watching = False
         try:
             for _changes in watchfiles.watch(
                 *paths,
@@ -293,9 +296,15 @@ class Engine:
                 debounce=200,
                 step=10,
                 rust_timeout=1000,
-                yield_on_timeout=False,
+                yield_on_timeout=True,
                 raise_interrupt=False,
             ):
+                if not _changes:
+                    if not watching:
+                        watching = True
+                        self._wake.set()
+                    continue
+                watching = True
                 if any(path.startswith(jobs_dir) for _change, path in _changes):
                     self._exit_seen.set()
                 self._wake.set()
