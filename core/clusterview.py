@@ -60,16 +60,8 @@ def sim_usage(spec: GpuSpec, running: Iterable[Job]) -> dict[int, list[tuple[int
 
 def local_job_pids(jobs: Iterable[Job]) -> set[int]:
     """The live processes of these jobs' current attempts on this machine (tmux
-    executor): each attempt's process tree, found from its folder as the executor finds
-    it, escaped processes carrying the attempt's token included. Used to tell a job's GPU
-    memory from foreign use without a running engine (``loradeck gpus``)."""
-    from loradeck.core.executor.jobfiles import JobFiles
-    from loradeck.core.executor.proctree import find_tree
+    executor), found from their folders as the executor finds them. Used to tell a job's
+    GPU memory from foreign use without a running engine (``loradeck gpus``)."""
+    from loradeck.core.executor.jobfiles import attempt_pids
 
-    pids: set[int] = set()
-    for job in jobs:
-        files = JobFiles.of(job)
-        info = files.attempt_info(job.attempts)
-        if info is not None:
-            pids.update(p.pid for p in find_tree(files.root_pid(), token=info.token))
-    return pids
+    return {pid for job in jobs for pid in attempt_pids(job)}

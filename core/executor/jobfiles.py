@@ -221,3 +221,15 @@ def _opt_float(value: object) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return None
+
+
+def attempt_pids(job: Job) -> list[int]:
+    """The live processes of ``job``'s current attempt on this machine: the process tree
+    of its ``run.sh`` and every process carrying the attempt's token (escaped ones too)."""
+    from loradeck.core.executor.proctree import find_tree
+
+    files = JobFiles.of(job)
+    info = files.attempt_info(job.attempts)
+    if info is None:
+        return []
+    return [p.pid for p in find_tree(files.root_pid(), token=info.token)]

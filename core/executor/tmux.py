@@ -35,7 +35,7 @@ from loradeck.core.executor.base import (
     AttemptResult,
     AttemptStatus,
 )
-from loradeck.core.executor.jobfiles import AttemptInfo, JobFiles
+from loradeck.core.executor.jobfiles import AttemptInfo, JobFiles, attempt_pids
 from loradeck.core.executor.proctree import (
     SETTLE_S,
     find_tree,
@@ -276,11 +276,7 @@ class TmuxExecutor:
 
     def pids(self, job: Job) -> list[int]:
         """The live processes of the current attempt, escaped ones included."""
-        files = JobFiles.of(job)
-        info = files.attempt_info(job.attempts)
-        if info is None:
-            return []
-        return [p.pid for p in find_tree(files.root_pid(), token=info.token)]
+        return attempt_pids(job)
 
     # ----------------------------------------------------------------- stop
 
